@@ -1,0 +1,115 @@
+/* io/checkpoint.h: one interface over every checkpoint format alloy reads and writes.
+ *
+ * Reading. al_ckpt_open takes
+ *   - a .safetensors file,
+ *   - an .h5/.hdf5 file (alloy's native layout, or the Keras/HF-TF legacy layout,
+ *     whose names are mapped to PyTorch names as transformers does), or
+ *   - a Hugging Face directory: model.safetensors.index.json (sharded),
+ *     model.safetensors, alloy's model.h5, or tf_model.h5, in that order.
+ * Input files are opened read-only and never written. safetensors files are mmapped,
+ * so a tensor in the caller's dtype is a zero-copy view.
+ * Tied embeddings: when config.json says tie_word_embeddings (default true for
+ * GPT-2-family model_type) and the checkpoint has the input embedding but no
+ * lm_head.weight, lm_head.weight is listed as an alias sharing the embedding's data.
+ *
+ * Writing. al_writer streams: declare every tensor, begin, then write each tensor's
+ * bytes in declaration order (in one or several calls), then commit. Output goes to a
+ * temporary sibling path and is renamed into place only by a successful commit, so a
+ * failed or killed run never leaves output that looks complete. Writing onto one of
+ * the inputs is refused (al_writer_opts.inputs). */
+#ifndef AL_CHECKPOINT_H
+#define AL_CHECKPOINT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../core/status.h"
+#include "../core/tensor.h"
+
+typedef enum { AL_FMT_AUTO = 0, AL_FMT_SAFETENSORS, AL_FMT_HDF5 } al_format;
+
+const char *al_format_name(al_format f);
+
+typedef struct {
+    const char *name;       /* canonical (PyTorch-style) name */
+    al_dtype dtype;         /* dtype as stored in the file */
+    int ndim;
+    int64_t shape[AL_MAX_DIMS];
+    uint64_t nbytes;        /* bytes as stored */
+    bool tied;              /* an alias (tied lm_head) sharing another tensor's data */
+} al_tensor_info;
+
+typedef struct al_ckpt al_ckpt;
+
+/* Open a checkpoint. On success *out is owned by the caller: free with al_ckpt_close. */
+al_status al_ckpt_open(al_ckpt **out, const char *path, al_error *err);
+void al_ckpt_close(al_ckpt *c);               /* accepts NULL */
+
+size_t al_ckpt_count(const al_ckpt *c);
+/* Tensors are listed in file order (sharded: by shard, then offset). Valid until close. */
+const al_tensor_info *al_ckpt_info(const al_ckpt *c, size_t i);
+/* Index of `name`, or -1. O(1) average. */
+long al_ckpt_find(const al_ckpt *c, const char *name);
+/* Format of the (first) tensor file; path given to open; HF directory or NULL. */
+al_format al_ckpt_format(const al_ckpt *c);
+const char *al_ckpt_path(const al_ckpt *c);
+const char *al_ckpt_dir(const al_ckpt *c);
+/* Number of tensor files (shards) and the path of each. */
+size_t al_ckpt_file_count(const al_ckpt *c);
+const char *al_ckpt_file_path(const al_ckpt *c, size_t i);
+/* String metadata (safetensors __metadata__ of the first file, HDF5 root attrs). */
+size_t al_ckpt_meta_count(const al_ckpt *c);
+void al_ckpt_meta(const al_ckpt *c, size_t i, const char **key, const char **value);
+/* Sum of tensor bytes (aliases not counted) and of element counts. */
+uint64_t al_ckpt_total_bytes(const al_ckpt *c);
+uint64_t al_ckpt_param_count(const al_ckpt *c);
+
+/* Zero-copy view of tensor i in its stored dtype, valid until close. Returns
+ * AL_ERR_UNSUPPORTED when the format has no mapping (HDF5): use al_ckpt_read then. */
+al_status al_ckpt_view(al_ckpt *c, size_t i, al_view *out, al_error *err);
+
+/* Copy rows [row0, row0+nrows) along dim 0 of tensor i into dst, converted to
+ * dst_dtype (a float dtype, or the stored dtype for a raw copy). Rank-0 tensors have
+ * one row. dst holds nrows * row_numel elements of dst_dtype. Thread-safe for
+ * distinct dst buffers. */
+al_status al_ckpt_read(al_ckpt *c, size_t i, int64_t row0, int64_t nrows,
+                       void *dst, al_dtype dst_dtype, al_error *err);
+
+/* ---- writing ---- */
+
+typedef struct {
+    al_format format;          /* AL_FMT_SAFETENSORS (default when AUTO) or AL_FMT_HDF5 */
+    bool dir;                  /* write an HF-style directory (else a single file at path) */
+    uint64_t shard_size;       /* dir mode, safetensors: max bytes per shard; 0 = one file */
+    int compress;              /* HDF5: deflate level 0..9 (0 = contiguous, no filter) */
+    bool force;                /* replace an existing output path */
+    const char *const *inputs; /* paths the output must not coincide with; NULL-terminated */
+} al_writer_opts;
+
+typedef struct al_writer al_writer;
+
+al_status al_writer_open(al_writer **out, const char *path, const al_writer_opts *opts,
+                         al_error *err);
+/* Declare the next tensor. The name is copied. */
+al_status al_writer_add(al_writer *w, const char *name, al_dtype dtype, int ndim,
+                        const int64_t *shape, al_error *err);
+/* Lay out shards and create the temporary output. After this, no more add. */
+al_status al_writer_begin(al_writer *w, al_error *err);
+/* Append nbytes of data of the current tensor (declaration order). A call may span
+ * the end of one tensor and the start of the next only if nbytes is a whole number
+ * of elements of each. */
+al_status al_writer_write(al_writer *w, const void *data, uint64_t nbytes, al_error *err);
+/* Directory of the temporary output (dir mode) where callers may add config.json,
+ * tokenizer files and so on before commit; NULL in file mode. */
+const char *al_writer_tmpdir(const al_writer *w);
+/* Finish: every declared byte must have been written. Flush, fsync, rename into place. */
+al_status al_writer_commit(al_writer *w, al_error *err);
+/* Free; removes the temporary output unless committed. Accepts NULL. */
+void al_writer_free(al_writer *w);
+
+/* Copy the non-weight files of an HF directory (config.json, tokenizer files,
+ * generation_config.json, ...) from src_dir into dst_dir. Missing files are skipped. */
+al_status al_copy_aux_files(const char *src_dir, const char *dst_dir, al_error *err);
+
+#endif
