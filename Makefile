@@ -45,11 +45,12 @@ LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 CMD_OBJS  := $(CMD_SRCS:%.c=$(BUILD)/%.o)
 TUTIL_OBJS:= $(TUTIL_SRCS:%.c=$(BUILD)/%.o)
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+BENCH_BINS:= $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 
 LIB := $(BUILD)/liballoy.a
 BIN := $(BUILD)/alloy
 
-.PHONY: all test unit e2e asan demo bench install clean fuzz
+.PHONY: all test unit e2e asan demo bench bench-tools install clean fuzz
 all: $(BIN)
 
 $(LIB): $(LIB_OBJS)
@@ -66,6 +67,12 @@ $(BUILD)/%.o: %.c
 $(BUILD)/tests/%: tests/%.c $(TUTIL_OBJS) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(TUTIL_OBJS) $(LIB) $(LDLIBS) $(shell pkg-config --libs cmocka)
+
+$(BUILD)/bench/%: bench/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+bench-tools: $(BENCH_BINS)
 
 # Unit tests run from the repository root so fixtures resolve as tests/fixtures/...
 unit: $(TEST_BINS)
@@ -86,8 +93,8 @@ asan:
 demo: $(BIN)
 	sh examples/demo.sh $(abspath $(BIN))
 
-bench: $(BIN)
-	sh bench/run.sh $(abspath $(BIN))
+bench: $(BIN) bench-tools
+	sh bench/run.sh
 
 install: $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/alloy \

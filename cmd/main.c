@@ -1,3 +1,37 @@
-/* cmd/main.c: placeholder entry point; subcommands arrive with cmd/cmd_*.c. */
+/* cmd/main.c: `alloy SUBCOMMAND ...`, the table of subcommands, and exit codes.
+ *
+ * Exit codes: 0 ok, 1 usage, 2 bad input (malformed file, recipe, shapes), 3 I/O,
+ * 4 out of memory, 5 not supported, 70 internal error. */
 #include <stdio.h>
-int main(void) { fputs("alloy: no subcommands yet\n", stderr); return 1; }
+#include <string.h>
+
+#include "cli.h"
+
+#define ALLOY_VERSION "0.1.0"
+
+static const cli_command k_commands[] = {
+    {"inspect", cmd_inspect, "list a checkpoint's tensors, dtypes, shapes, sizes (and stats)"},
+    {"convert", cmd_convert, "convert a checkpoint between safetensors/HDF5, dtypes and shardings"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: alloy COMMAND [ARGS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof k_commands / sizeof k_commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", k_commands[i].name, k_commands[i].summary);
+    fprintf(f, "\n'alloy COMMAND --help' describes each command.\n"
+               "exit codes: 0 ok, 1 usage, 2 bad input, 3 I/O error, 4 out of memory,\n"
+               "            5 not supported, 70 internal error\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) { usage(stderr); return 1; }
+    if (cli_is_help(argv[1])) { usage(stdout); return 0; }
+    if (strcmp(argv[1], "--version") == 0) { printf("alloy %s\n", ALLOY_VERSION); return 0; }
+    for (size_t i = 0; i < sizeof k_commands / sizeof k_commands[0]; i++)
+        if (strcmp(argv[1], k_commands[i].name) == 0) return k_commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "alloy: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 1;
+}

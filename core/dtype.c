@@ -100,26 +100,25 @@ static uint16_t al_f64_to_f16(double d) { return al_f32_to_f16(f64_to_f32_odd(d)
 static uint16_t al_f64_to_bf16(double d) { return al_f32_to_bf16(f64_to_f32_odd(d)); }
 
 /* One loop per (src, dst) pair so that gcc can vectorize each. */
-bool al_convert(void *dst, al_dtype dt, const void *src, al_dtype st, size_t n)
+static void convert_serial(void *dst, al_dtype dt, const void *src, al_dtype st, size_t n)
 {
-    if (!al_dtype_is_float(dt) || !al_dtype_is_float(st)) return false;
     if (dt == st) {
         if (dst != src) memmove(dst, src, n * (al_dtype_bits(dt) / 8));
-        return true;
+        return;
     }
     if (dt == AL_F32) {
         float *d = dst;
         if (st == AL_F16) { const uint16_t *s = src; for (size_t i = 0; i < n; i++) d[i] = al_f16_to_f32(s[i]); }
         else if (st == AL_BF16) { const uint16_t *s = src; for (size_t i = 0; i < n; i++) d[i] = al_bf16_to_f32(s[i]); }
         else { const double *s = src; for (size_t i = 0; i < n; i++) d[i] = (float)s[i]; }
-        return true;
+        return;
     }
     if (st == AL_F32) {
         const float *s = src;
         if (dt == AL_F16) { uint16_t *d = dst; for (size_t i = 0; i < n; i++) d[i] = al_f32_to_f16(s[i]); }
         else if (dt == AL_BF16) { uint16_t *d = dst; for (size_t i = 0; i < n; i++) d[i] = al_f32_to_bf16(s[i]); }
         else { double *d = dst; for (size_t i = 0; i < n; i++) d[i] = s[i]; }
-        return true;
+        return;
     }
     /* Between two non-F32 types: go through F32 except F64 sources, which are
      * rounded once, directly (double -> f32 -> f16 would round twice). */
@@ -127,13 +126,13 @@ bool al_convert(void *dst, al_dtype dt, const void *src, al_dtype st, size_t n)
         const double *s = src;
         uint16_t *d = dst;
         for (size_t i = 0; i < n; i++) d[i] = dt == AL_F16 ? al_f64_to_f16(s[i]) : al_f64_to_bf16(s[i]);
-        return true;
+        return;
     }
     if (dt == AL_F64) {
         const uint16_t *s = src;
         double *d = dst;
         for (size_t i = 0; i < n; i++) d[i] = st == AL_F16 ? al_f16_to_f32(s[i]) : al_bf16_to_f32(s[i]);
-        return true;
+        return;
     }
     /* F16 <-> BF16 */
     const uint16_t *s = src;
@@ -141,6 +140,27 @@ bool al_convert(void *dst, al_dtype dt, const void *src, al_dtype st, size_t n)
     for (size_t i = 0; i < n; i++) {
         float v = st == AL_F16 ? al_f16_to_f32(s[i]) : al_bf16_to_f32(s[i]);
         d[i] = dt == AL_F16 ? al_f32_to_f16(v) : al_f32_to_bf16(v);
+    }
+}
+
+/* Element-wise, so splitting into fixed blocks across threads gives the same bytes for
+ * any thread count. Small conversions stay on the calling thread. */
+#define CONVERT_BLOCK ((size_t)1 << 16)
+
+bool al_convert(void *dst, al_dtype dt, const void *src, al_dtype st, size_t n)
+{
+    if (!al_dtype_is_float(dt) || !al_dtype_is_float(st)) return false;
+    size_t db = al_dtype_bits(dt) / 8, sb = al_dtype_bits(st) / 8;
+    long nblocks = (long)((n + CONVERT_BLOCK - 1) / CONVERT_BLOCK);
+    if (nblocks <= 4 || dst == src) {
+        convert_serial(dst, dt, src, st, n);
+        return true;
+    }
+    #pragma omp parallel for schedule(static)
+    for (long b = 0; b < nblocks; b++) {
+        size_t off = (size_t)b * CONVERT_BLOCK;
+        size_t k = n - off < CONVERT_BLOCK ? n - off : CONVERT_BLOCK;
+        convert_serial((char *)dst + off * db, dt, (const char *)src + off * sb, st, k);
     }
     return true;
 }

@@ -1,0 +1,32 @@
+/* cmd/cli.h: shared pieces of the command-line front end (the only code that prints). */
+#ifndef AL_CLI_H
+#define AL_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../core/status.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);   /* argv[0] is the subcommand name */
+    const char *summary;
+} cli_command;
+
+/* Print "alloy: <msg>" for a failed call and return its exit code. */
+int cli_report(const al_error *err);
+/* Print a usage error ("alloy CMD: msg; see alloy CMD --help") and return 1. */
+int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "5GB" (10^9), "500MiB" (2^20), "1.5G", "123" bytes. false on junk. */
+bool cli_parse_size(const char *s, uint64_t *out);
+bool cli_parse_int(const char *s, long lo, long hi, long *out);
+/* "1.2 GB" style, into buf. */
+const char *cli_human_bytes(char *buf, size_t n, uint64_t bytes);
+const char *cli_human_count(char *buf, size_t n, uint64_t count);
+bool cli_is_help(const char *a);
+
+int cmd_inspect(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+
+#endif

@@ -1,0 +1,165 @@
+/* io/hfdir.c: config.json and companion files of Hugging Face model directories. */
+#include "hfdir.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../core/alloc.h"
+#include "checkpoint.h"
+
+/* Files carried along with the weights (mergekit copies the same set). */
+static const char *const k_aux_files[] = {
+    "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt",
+    "added_tokens.json", "chat_template.jinja", "chat_template.json",
+    "preprocessor_config.json",
+};
+
+const char *al_dtype_torch_name(al_dtype t)
+{
+    switch (t) {
+    case AL_F32: return "float32";
+    case AL_F16: return "float16";
+    case AL_BF16: return "bfloat16";
+    case AL_F64: return "float64";
+    default: return NULL;
+    }
+}
+
+static char *join(const char *a, const char *b)
+{
+    size_t na = strlen(a), nb = strlen(b);
+    char *p = al_malloc(na + nb + 2);
+    if (!p) return NULL;
+    memcpy(p, a, na);
+    p[na] = '/';
+    memcpy(p + na + 1, b, nb + 1);
+    return p;
+}
+
+/* transformers defaults: PretrainedConfig ties embeddings unless a model's config
+ * class overrides it; these families default to separate heads. */
+static bool default_tie(const char *model_type)
+{
+    static const char *const untied[] = {
+        "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "gptj", "gpt_neox",
+        "phi", "phi3", "falcon", "olmo", "olmo2", "stablelm", "starcoder2", "cohere",
+    };
+    for (size_t i = 0; i < sizeof untied / sizeof untied[0]; i++)
+        if (strcmp(model_type, untied[i]) == 0) return false;
+    return true;
+}
+
+al_status al_hf_config_read(const char *dir, al_hf_config *cfg, al_error *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->num_hidden_layers = -1;
+    char *p = join(dir, "config.json");
+    if (!p) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    struct stat st;
+    if (stat(p, &st) != 0) { al_free(p); return AL_OK; }
+    json_error_t je;
+    json_t *root = json_load_file(p, 0, &je);
+    if (!root || !json_is_object(root)) {
+        al_status s = root ? al_errorf(err, AL_ERR_FORMAT, "%s: not a JSON object", p)
+                           : al_errorf(err, AL_ERR_FORMAT, "%s:%d:%d: invalid JSON: %s", p, je.line, je.column, je.text);
+        json_decref(root);
+        al_free(p);
+        return s;
+    }
+    cfg->present = true;
+    json_t *v = json_object_get(root, "model_type");
+    if (json_is_string(v)) snprintf(cfg->model_type, sizeof cfg->model_type, "%s", json_string_value(v));
+    v = json_object_get(root, "torch_dtype");
+    if (json_is_string(v)) snprintf(cfg->torch_dtype, sizeof cfg->torch_dtype, "%s", json_string_value(v));
+    json_t *arch = json_array_get(json_object_get(root, "architectures"), 0);
+    if (json_is_string(arch)) {
+        const char *a = json_string_value(arch);
+        cfg->is_causal_lm = strstr(a, "LMHead") || strstr(a, "ForCausalLM");
+    }
+    v = json_object_get(root, "tie_word_embeddings");
+    cfg->tie_word_embeddings = json_is_boolean(v) ? json_is_true(v) : default_tie(cfg->model_type);
+    v = json_object_get(root, "num_hidden_layers");
+    if (!json_is_integer(v)) v = json_object_get(root, "n_layer");
+    if (json_is_integer(v)) cfg->num_hidden_layers = (long)json_integer_value(v);
+    json_decref(root);
+    al_free(p);
+    return AL_OK;
+}
+
+al_status al_copy_file(const char *src, const char *dst, al_error *err)
+{
+    al_status s = AL_OK;
+    char buf[1 << 16];
+    int in = open(src, O_RDONLY | O_CLOEXEC), out = -1;
+    if (in < 0) return al_errorf(err, AL_ERR_IO, "%s: %s", src, strerror(errno));
+    out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (out < 0) { s = al_errorf(err, AL_ERR_IO, "%s: %s", dst, strerror(errno)); goto done; }
+    for (;;) {
+        ssize_t n = read(in, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) { s = al_errorf(err, AL_ERR_IO, "%s: read failed: %s", src, strerror(errno)); goto done; }
+        if (n == 0) break;
+        for (ssize_t o = 0; o < n;) {
+            ssize_t w = write(out, buf + o, (size_t)(n - o));
+            if (w < 0 && errno == EINTR) continue;
+            if (w < 0) { s = al_errorf(err, AL_ERR_IO, "%s: write failed: %s", dst, strerror(errno)); goto done; }
+            o += w;
+        }
+    }
+done:
+    if (out >= 0 && close(out) != 0 && s == AL_OK)
+        s = al_errorf(err, AL_ERR_IO, "%s: close failed: %s", dst, strerror(errno));
+    close(in);
+    return s;
+}
+
+static al_status write_config(const char *src, const char *dst, const char *torch_dtype,
+                              long num_layers, al_error *err)
+{
+    json_error_t je;
+    json_t *root = json_load_file(src, JSON_PRESERVE_ORDER, &je);
+    if (!root || !json_is_object(root)) {
+        json_decref(root);
+        return al_errorf(err, AL_ERR_FORMAT, "%s:%d:%d: invalid JSON: %s", src, je.line, je.column, je.text);
+    }
+    if (torch_dtype) json_object_set_new(root, "torch_dtype", json_string(torch_dtype));
+    if (num_layers >= 0) {
+        const char *key = json_object_get(root, "n_layer") ? "n_layer" : "num_hidden_layers";
+        json_object_set_new(root, key, json_integer(num_layers));
+    }
+    int rc = json_dump_file(root, dst, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    if (rc != 0) return al_errorf(err, AL_ERR_IO, "%s: cannot write", dst);
+    return AL_OK;
+}
+
+al_status al_hf_copy_files(const char *src_dir, const char *dst_dir, const char *torch_dtype,
+                           long num_layers, al_error *err)
+{
+    al_status s = AL_OK;
+    char *sp = NULL, *dp = NULL;
+    struct stat st;
+    for (size_t i = 0; i <= sizeof k_aux_files / sizeof k_aux_files[0] && s == AL_OK; i++) {
+        const char *name = i == 0 ? "config.json" : k_aux_files[i - 1];
+        sp = join(src_dir, name);
+        dp = join(dst_dir, name);
+        if (!sp || !dp) s = al_errorf(err, AL_ERR_NOMEM, "out of memory");
+        else if (stat(sp, &st) == 0 && S_ISREG(st.st_mode))
+            s = i == 0 ? write_config(sp, dp, torch_dtype, num_layers, err) : al_copy_file(sp, dp, err);
+        al_free(sp);
+        al_free(dp);
+        sp = dp = NULL;
+    }
+    return s;
+}
+
+al_status al_copy_aux_files(const char *src_dir, const char *dst_dir, al_error *err)
+{
+    return al_hf_copy_files(src_dir, dst_dir, NULL, -1, err);
+}
