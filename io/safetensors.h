@@ -17,8 +17,9 @@
 /* Validate the whole safetensors file image buf[0..len) and, on success, append its
  * tensors (in data order, offset = absolute byte offset in buf) and its __metadata__
  * entries to `out`. Borrows buf; label (a file name, may be NULL) prefixes every
- * error message. On failure returns AL_ERR_FORMAT (or AL_ERR_NOMEM) and leaves `out`
- * exactly as it was. */
+ * error message. On failure returns AL_ERR_FORMAT (or AL_ERR_NOMEM) and leaves the
+ * entries of `out` as they were (its arrays may have grown: free it with
+ * al_bt_list_free as always). */
 al_status al_st_parse(const uint8_t *buf, size_t len, const char *label, al_bt_list *out,
                       al_error *err);
 
