@@ -28,7 +28,9 @@ typedef struct {
     size_t nmeta, capmeta;
 } al_bt_list;
 
-/* List helpers (io/checkpoint.c). push copies nothing: it takes ownership of t's strings. */
+/* List helpers (io/bt_list.c). push copies nothing: on success it takes ownership of
+ * t's strings; on failure it takes none (the caller frees them). A list may have grown
+ * even when a backend's open fails: callers always al_bt_list_free it. */
 al_status al_bt_push(al_bt_list *l, const al_bt_tensor *t, al_error *err);
 al_status al_bt_meta_push(al_bt_list *l, const char *key, const char *val, al_error *err);
 void al_bt_list_free(al_bt_list *l);
