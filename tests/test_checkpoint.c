@@ -320,7 +320,16 @@ static void test_bad_index(void **state)
 
     write_text(idx, "{\"weight_map\": {\"transformer.wte.weight\": \"model-00001-of-00004.safetensors\","
                     " \"ghost\": \"model-00001-of-00004.safetensors\"}}");
-    expect_open_error(d, AL_ERR_FORMAT, "not in the index");
+    expect_open_error(d, AL_ERR_FORMAT, "'ghost' in 'model-00001-of-00004.safetensors', but that shard does not contain it");
+
+    /* shard 2 holds more tensors than the index lists */
+    write_text(idx, "{\"weight_map\": {\"transformer.wpe.weight\": \"model-00002-of-00004.safetensors\"}}");
+    expect_open_error(d, AL_ERR_FORMAT, "is in shard 'model-00002-of-00004.safetensors' but not in the index");
+
+    /* the index puts a tensor in the wrong shard */
+    write_text(idx, "{\"weight_map\": {\"transformer.wte.weight\": \"model-00002-of-00004.safetensors\","
+                    " \"transformer.wpe.weight\": \"model-00001-of-00004.safetensors\"}}");
+    expect_open_error(d, AL_ERR_FORMAT, "the index says");
 
     write_text(idx, "{\"weight_map\": [1, 2]}");
     expect_open_error(d, AL_ERR_FORMAT, "weight_map");
