@@ -264,7 +264,8 @@ static al_status h5_read_strs(hid_t obj, const char *name, const char *path, cha
     if (!res) { st = al_errorf(err, AL_ERR_NOMEM, "%s: out of memory reading attribute '%s'", path, name); goto done; }
 
     htri_t var = H5Tis_variable_str(ftype);
-    if (var < 0 || (mtype = H5Tcopy(H5T_C_S1)) < 0) {
+    H5T_cset_t cset = H5Tget_cset(ftype);       /* HDF5 will not convert ASCII <-> UTF-8 */
+    if (var < 0 || cset < 0 || (mtype = H5Tcopy(H5T_C_S1)) < 0 || H5Tset_cset(mtype, cset) < 0) {
         st = al_errorf(err, AL_ERR_FORMAT, "%s: attribute '%s': bad string type: %s", path, name,
                        h5_detail(d, sizeof d));
         goto done;
