@@ -1228,14 +1228,19 @@ static al_status h5w_write(void *handle, const void *data, uint64_t nbytes, al_e
             break;
         }
         if (w->dset < 0) {
-            hid_t ft = -1;
-            if ((w->dset = H5Dopen2(w->file, t->loc, H5P_DEFAULT)) < 0 || (ft = H5Dget_type(w->dset)) < 0 ||
+            /* A chunk cache larger than one chunk keeps a partly written chunk in memory
+             * until it is complete, so split writes never recompress a chunk. */
+            hid_t ft = -1, dapl = H5Pcreate(H5P_DATASET_ACCESS);
+            if (dapl < 0 || H5Pset_chunk_cache(dapl, 521, H5_CHUNK_CACHE, 1.0) < 0 ||
+                (w->dset = H5Dopen2(w->file, t->loc, dapl)) < 0 || (ft = H5Dget_type(w->dset)) < 0 ||
                 (w->mtype = h5_mem_type(ft)) < 0) {
+                h5_close_id(dapl);
                 h5_close_id(ft);
                 st = al_errorf(err, AL_ERR_IO, "%s: cannot open dataset '%s': %s", w->path, t->loc,
                                h5_detail(d, sizeof d));
                 break;
             }
+            h5_close_id(dapl);
             h5_close_id(ft);
         }
         st = write_elems(w, t, (int64_t)(w->off / es), (int64_t)((w->off + take) / es), src, err);
