@@ -264,7 +264,8 @@ static al_status h5_read_strs(hid_t obj, const char *name, const char *path, cha
     if (!res) { st = al_errorf(err, AL_ERR_NOMEM, "%s: out of memory reading attribute '%s'", path, name); goto done; }
 
     htri_t var = H5Tis_variable_str(ftype);
-    if (var < 0 || (mtype = H5Tcopy(H5T_C_S1)) < 0) {
+    H5T_cset_t cset = H5Tget_cset(ftype);       /* HDF5 will not convert ASCII <-> UTF-8 */
+    if (var < 0 || cset < 0 || (mtype = H5Tcopy(H5T_C_S1)) < 0 || H5Tset_cset(mtype, cset) < 0) {
         st = al_errorf(err, AL_ERR_FORMAT, "%s: attribute '%s': bad string type: %s", path, name,
                        h5_detail(d, sizeof d));
         goto done;
@@ -1227,14 +1228,19 @@ static al_status h5w_write(void *handle, const void *data, uint64_t nbytes, al_e
             break;
         }
         if (w->dset < 0) {
-            hid_t ft = -1;
-            if ((w->dset = H5Dopen2(w->file, t->loc, H5P_DEFAULT)) < 0 || (ft = H5Dget_type(w->dset)) < 0 ||
+            /* A chunk cache larger than one chunk keeps a partly written chunk in memory
+             * until it is complete, so split writes never recompress a chunk. */
+            hid_t ft = -1, dapl = H5Pcreate(H5P_DATASET_ACCESS);
+            if (dapl < 0 || H5Pset_chunk_cache(dapl, 521, H5_CHUNK_CACHE, 1.0) < 0 ||
+                (w->dset = H5Dopen2(w->file, t->loc, dapl)) < 0 || (ft = H5Dget_type(w->dset)) < 0 ||
                 (w->mtype = h5_mem_type(ft)) < 0) {
+                h5_close_id(dapl);
                 h5_close_id(ft);
                 st = al_errorf(err, AL_ERR_IO, "%s: cannot open dataset '%s': %s", w->path, t->loc,
                                h5_detail(d, sizeof d));
                 break;
             }
+            h5_close_id(dapl);
             h5_close_id(ft);
         }
         st = write_elems(w, t, (int64_t)(w->off / es), (int64_t)((w->off + take) / es), src, err);
