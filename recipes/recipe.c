@@ -179,6 +179,13 @@ static const ynode *map_get(const ynode *m, const char *key)
     return NULL;
 }
 
+static const ynode *key_node(const ynode *m, const char *key)
+{
+    for (size_t i = 0; m && m->kind == YN_MAP && i < m->n; i += 2)
+        if (m->kids[i]->kind == YN_SCALAR && strcmp(m->kids[i]->str, key) == 0) return m->kids[i];
+    return NULL;
+}
+
 static bool key_in(const char *key, const char *const *keys)
 {
     for (; *keys; keys++)
@@ -445,19 +452,9 @@ static bool build_models(pctx *c, const ynode *n, const al_method *m, al_input_m
         const ynode *mn = map_get(e, "model"), *pn = map_get(e, "parameters");
         if (!mn) { perr(c, im->pos, "'models' entry has no 'model:'"); ok = false; continue; }
         ok = build_ref(c, mn, im->pos, "model", &im->model) && ok;
-        if (pn) {
-            for (size_t k = 0; k < e->n; k += 2)
-                if (e->kids[k + 1] == pn) { ok = build_params(c, e->kids[k], pn, &im->params) && ok; break; }
-        }
+        if (pn) ok = build_params(c, key_node(e, "parameters"), pn, &im->params) && ok;
     }
     return ok;
-}
-
-static const ynode *key_node(const ynode *m, const char *key)
-{
-    for (size_t i = 0; m && m->kind == YN_MAP && i < m->n; i += 2)
-        if (m->kids[i]->kind == YN_SCALAR && strcmp(m->kids[i]->str, key) == 0) return m->kids[i];
-    return NULL;
 }
 
 static bool build_range(pctx *c, const ynode *n, al_source *s)
