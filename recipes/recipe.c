@@ -23,6 +23,7 @@ typedef struct {
     al_strvec *errors;          /* nullable */
     al_error *err;
     size_t n_errors;
+    al_status first_code;       /* status of the first error (err may be NULL) */
     bool oom;
 } pctx;
 
@@ -51,7 +52,10 @@ static void vreport(pctx *c, al_pos p, int kind /*0 error, 1 ignored, 2 note*/, 
     if (kind == 1 && c->strict) kind = 0;
     if (kind == 0) {
         snprintf(line, sizeof line, "%s:%d:%d: %s", c->file, p.line, p.col, msg);
-        if (c->n_errors++ == 0) al_errorf(c->err, code, "%s", line);
+        if (c->n_errors++ == 0) {
+            c->first_code = code;
+            al_errorf(c->err, code, "%s", line);
+        }
         if (c->errors && !strvec_push(c->errors, line)) c->oom = true;
     } else {
         snprintf(line, sizeof line, "%s:%d:%d: warning: %s", c->file, p.line, p.col, msg);
@@ -1364,8 +1368,7 @@ al_status al_recipe_parse_string(const char *text, size_t len, const char *filen
             al_pos p = { 0, 0 };
             perr(&c, p, "invalid recipe");          /* a bug if reached: every failure reports */
         }
-        st = err ? err->code : AL_ERR_RECIPE;
-        if (st == AL_OK) st = AL_ERR_RECIPE;
+        st = c.first_code;
         if (c.n_errors > 1 && err) {
             size_t l = strlen(err->msg);
             snprintf(err->msg + l, sizeof err->msg - l, " (and %zu more error%s)", c.n_errors - 1,
