@@ -139,24 +139,41 @@ static al_status write_config(const char *src, const char *dst, const char *torc
     return AL_OK;
 }
 
+/* Copy src_dir/name to dst_dir/name if it exists (config.json is rewritten). */
+static al_status copy_one(const char *src_dir, const char *dst_dir, const char *name,
+                          const char *torch_dtype, long num_layers, al_error *err)
+{
+    struct stat st;
+    al_status s = AL_OK;
+    char *sp = join(src_dir, name), *dp = join(dst_dir, name);
+    if (!sp || !dp) s = al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    else if (stat(sp, &st) == 0 && S_ISREG(st.st_mode))
+        s = strcmp(name, "config.json") == 0 ? write_config(sp, dp, torch_dtype, num_layers, err)
+                                             : al_copy_file(sp, dp, err);
+    al_free(sp);
+    al_free(dp);
+    return s;
+}
+
+al_status al_hf_write_config(const char *src_dir, const char *dst_dir, const char *torch_dtype,
+                             long num_layers, al_error *err)
+{
+    return copy_one(src_dir, dst_dir, "config.json", torch_dtype, num_layers, err);
+}
+
+al_status al_hf_copy_tokenizer(const char *src_dir, const char *dst_dir, al_error *err)
+{
+    al_status s = AL_OK;
+    for (size_t i = 0; i < sizeof k_aux_files / sizeof k_aux_files[0] && s == AL_OK; i++)
+        s = copy_one(src_dir, dst_dir, k_aux_files[i], NULL, -1, err);
+    return s;
+}
+
 al_status al_hf_copy_files(const char *src_dir, const char *dst_dir, const char *torch_dtype,
                            long num_layers, al_error *err)
 {
-    al_status s = AL_OK;
-    char *sp = NULL, *dp = NULL;
-    struct stat st;
-    for (size_t i = 0; i <= sizeof k_aux_files / sizeof k_aux_files[0] && s == AL_OK; i++) {
-        const char *name = i == 0 ? "config.json" : k_aux_files[i - 1];
-        sp = join(src_dir, name);
-        dp = join(dst_dir, name);
-        if (!sp || !dp) s = al_errorf(err, AL_ERR_NOMEM, "out of memory");
-        else if (stat(sp, &st) == 0 && S_ISREG(st.st_mode))
-            s = i == 0 ? write_config(sp, dp, torch_dtype, num_layers, err) : al_copy_file(sp, dp, err);
-        al_free(sp);
-        al_free(dp);
-        sp = dp = NULL;
-    }
-    return s;
+    al_status s = al_hf_write_config(src_dir, dst_dir, torch_dtype, num_layers, err);
+    return s == AL_OK ? al_hf_copy_tokenizer(src_dir, dst_dir, err) : s;
 }
 
 al_status al_copy_aux_files(const char *src_dir, const char *dst_dir, al_error *err)

@@ -27,6 +27,12 @@ al_status al_hf_config_read(const char *dir, al_hf_config *cfg, al_error *err);
 al_status al_hf_copy_files(const char *src_dir, const char *dst_dir, const char *torch_dtype,
                            long num_layers, al_error *err);
 
+/* The two halves of al_hf_copy_files: config.json alone (rewritten as above), and the
+ * tokenizer and generation files alone. */
+al_status al_hf_write_config(const char *src_dir, const char *dst_dir, const char *torch_dtype,
+                             long num_layers, al_error *err);
+al_status al_hf_copy_tokenizer(const char *src_dir, const char *dst_dir, al_error *err);
+
 /* "float32"/"float16"/"bfloat16"/"float64" for a float dtype (config.json spelling). */
 const char *al_dtype_torch_name(al_dtype t);
 
