@@ -322,7 +322,7 @@ static void geo_stat(void *vs, int pass, int64_t off, int64_t len,
     /* LAY_COLS: per-column Gram summed over rows in row order */
     const int64_t C = g->row_len, R = len / C;
     double *cg = g->colG;
-    #pragma omp parallel for schedule(static)
+    AL_OMP_FOR
     for (int64_t col = 0; col < C; col++) {
         double s00 = cg[3 * col], s11 = cg[3 * col + 1], s01 = cg[3 * col + 2];
         for (int64_t r = 0; r < R; r++) {

@@ -323,7 +323,7 @@ static void sub_sparsify(sub_ctx *c)
     gta_state *g = c->g;
     al_par_ranges(c->len, AL_MERGE_BLOCK, sub_deltas, c);
     const int n = g->n;
-    #pragma omp parallel for schedule(static)
+    AL_OMP_FOR
     for (int i = 0; i < n; i++) sub_sparsify_model(c, i);
     for (int i = 0; i < n; i++) {
         if (g->mode[i] != MD_DELLA) continue;

@@ -82,7 +82,7 @@ void al_bsum_add(al_bsum *s, int64_t off, int64_t len, al_bsum_fn fn, void *ctx)
         double *sc = s->scratch;
         const int64_t base = i;
         memset(sc, 0, (size_t)nb * (size_t)m * sizeof(double));
-        #pragma omp parallel for schedule(static)
+        AL_OMP_FOR
         for (int64_t b = 0; b < nb; b++)
             fn(ctx, sc + b * m, base + b * B, base + (b + 1) * B);
         for (int64_t b = 0; b < nb; b++)
@@ -157,7 +157,7 @@ static void hist_count(al_rsel *r, uint64_t *hist, int mode, uint32_t bin,
         return;
     }
     const int nthr = r->nthr;
-    #pragma omp parallel num_threads(nthr)
+    AL_PRAGMA(omp parallel num_threads(nthr))
     {
         int t = 0, nt = 1;
 #ifdef _OPENMP
@@ -169,7 +169,7 @@ static void hist_count(al_rsel *r, uint64_t *hist, int mode, uint32_t bin,
         if (i0 < i1) hist_range(&J, r->tab + (size_t)t * AL_HIST_BINS, i0, i1);
     }
     uint32_t *tab = r->tab;
-    #pragma omp parallel for schedule(static)
+    AL_OMP_FOR
     for (int b = 0; b < AL_HIST_BINS; b++) {
         uint64_t s = 0;
         for (int t = 0; t < nthr; t++) { s += tab[(size_t)t * AL_HIST_BINS + b]; tab[(size_t)t * AL_HIST_BINS + b] = 0; }
@@ -247,7 +247,7 @@ void al_par_ranges(int64_t len, int64_t grain, al_range_fn fn, void *ctx)
     if (grain < 1) grain = 1;
     int64_t nb = (len + grain - 1) / grain;
     if (nb <= 1) { if (len > 0) fn(ctx, 0, len); return; }
-    #pragma omp parallel for schedule(static)
+    AL_OMP_FOR
     for (int64_t b = 0; b < nb; b++) {
         int64_t i0 = b * grain, i1 = i0 + grain < len ? i0 + grain : len;
         fn(ctx, i0, i1);

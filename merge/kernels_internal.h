@@ -18,6 +18,15 @@
 
 int al_kern_threads(void);
 
+/* OpenMP pragmas via _Pragma so that the NO_OMP build (where -Wall would reject an
+ * unknown #pragma) compiles them away. */
+#ifdef _OPENMP
+#define AL_PRAGMA(x) _Pragma(#x)
+#else
+#define AL_PRAGMA(x)
+#endif
+#define AL_OMP_FOR AL_PRAGMA(omp parallel for schedule(static))
+
 /* ---- chunk-invariant block sums ------------------------------------------------
  * m double accumulators over a stream of elements indexed globally 0..numel-1.
  * Elements of global block b = [b*AL_MERGE_BLOCK, (b+1)*AL_MERGE_BLOCK) are added
