@@ -1,0 +1,463 @@
+/* merge/gta.c: the generalized task arithmetic family (mergekit GTA):
+ * task_arithmetic, ties, dare_ties, dare_linear, breadcrumbs, breadcrumbs_ties,
+ * della, della_linear.
+ *
+ * Per tensor, base B, models X_i, i = 1..n (methods.md 2.1):
+ *   delta_i = X_i - B                                  (F32, as mergekit)
+ *   delta_i <- sparsify(delta_i)                       (+ optional rescale)
+ *   u_i = w_i * delta_i
+ *   consensus ("sum"): S = +1 where sum_i u_i >= 0 else -1;  m_i = [sign(u_i) == S]
+ *       M = sum_i m_i u_i,  D = sum_i m_i w_i (per element, 0 -> 1)
+ *   otherwise: M = sum_i u_i,  D = sum_i w_i (scalar, |D| < 1e-8 -> 1)
+ *   if normalize: M /= D;   M *= lambda;   out = B + M
+ * Sparsifiers:
+ *   magnitude (TIES, Yadav et al. 2023, arXiv:2306.01708): keep the k = floor(density*N)
+ *       largest |delta| of the tensor (exact radix select, index tie order).
+ *   random (DARE, Yu et al. 2024, arXiv:2311.03099): keep with probability density.
+ *   magnitude_outliers (Model Breadcrumbs, Davari & Belilovsky 2024, arXiv:2312.06795):
+ *       drop the n_top = floor(gamma*N) largest, keep the next target = floor(density*N).
+ *   della_magprune (DELLA, Deep et al. 2024, arXiv:2406.11617): per row, rank |delta|
+ *       ascending r = 1..C, keep with p = (density - eps) + 2 eps (r - 1)/(C - 1).
+ *   rescale: L1 matching delta_m * ||delta||_1/||delta_m||_1 (mergekit; skipped if a
+ *       norm < 1e-7) or, for random/della with AL_RESCALE_INV_P, delta_m / p (papers).
+ * Combination runs in double, rounded to F32 once. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/alloc.h"
+#include "../core/rng.h"
+#include "method_internal.h"
+
+typedef enum { SP_NONE, SP_MAGNITUDE, SP_RANDOM, SP_OUTLIERS, SP_DELLA } gta_sp;
+
+typedef struct {
+    gta_sp sp;
+    bool consensus;
+    bool norm_default;
+    bool rescale_default;
+} gta_kind;
+
+/* per-model sparsification mode */
+enum { MD_IDENTITY, MD_ZERO, MD_WINDOW, MD_THRESH, MD_RANDOM, MD_DELLA };
+
+#define MAXM AL_MERGE_MAX_MODELS
+
+typedef struct {
+    gta_kind kind;
+    int n;
+    int64_t numel, row_len, sub;
+    bool normalize, rescale;
+    al_rescale_mode rmode;
+    double lambda, Dsc;
+    double w[MAXM], dens[MAXM], eps[MAXM], rs[MAXM];
+    int mode[MAXM];
+    int64_t win_lo[MAXM], win_hi[MAXM];
+    int t_lo[MAXM], t_hi[MAXM];      /* rsel target index of each cut, -1 if trivial */
+    float inj[MAXM];
+    al_rsel sel[MAXM];
+    al_rankcut cut_lo[MAXM], cut_hi[MAXM];
+    uint64_t rkey[MAXM];
+    int p_hi, p_lo, p_l1, n_passes;
+    al_bsum l1;                      /* [2i] ||delta_i||_1, [2i+1] ||masked||_1 */
+    double *dm;                      /* n*sub: sparsified (and 1/p-scaled) deltas */
+    float *dr;                       /* n*sub: raw deltas */
+    uint32_t *keys;                  /* n*sub */
+    uint64_t *sortbuf;               /* sub (della) */
+} gta_state;
+
+static void gta_free(void *vs)
+{
+    gta_state *g = vs;
+    if (!g) return;
+    for (int i = 0; i < g->n; i++) al_rsel_free(&g->sel[i]);
+    al_bsum_free(&g->l1);
+    al_free(g->dm);
+    al_free(g->dr);
+    al_free(g->keys);
+    al_free(g->sortbuf);
+    al_free(g);
+}
+
+static al_status gta_init(const gta_kind *K, void **out, const al_merge_params *p,
+                          int64_t numel, int n, bool has_base, al_method_plan *plan,
+                          al_error *err)
+{
+    *out = NULL;
+    if (!has_base)
+        return al_errorf(err, AL_ERR_RECIPE, "%s: task-arithmetic methods need a base model", al_tname(p));
+    gta_state *g = al_calloc(1, sizeof *g);
+    if (!g) return al_errorf(err, AL_ERR_NOMEM, "%s: out of memory", al_tname(p));
+    al_status s = AL_OK;
+    g->kind = *K;
+    g->n = n;
+    g->numel = numel;
+    g->row_len = (p->ndim <= 1 || p->row_len <= 0) ? (numel > 0 ? numel : 1) : p->row_len;
+    g->normalize = p->normalize < 0 ? K->norm_default : p->normalize != 0;
+    g->rescale = p->rescale < 0 ? K->rescale_default : p->rescale != 0;
+    g->rmode = p->rescale_mode;
+    if (K->sp == SP_MAGNITUDE || K->sp == SP_OUTLIERS) g->rmode = AL_RESCALE_L1;
+    g->lambda = p->lambda;
+    g->p_hi = g->p_lo = g->p_l1 = -1;
+    double wsum = 0.0;
+    bool any_window = false, any_masked = false;
+    for (int i = 0; i < n; i++) {
+        g->w[i] = al_pm(p->weight, i, 1.0);
+        wsum += g->w[i];
+        double d = al_pm(p->density, i, 1.0);
+        g->dens[i] = d;
+        g->rs[i] = 1.0;
+        g->t_lo[i] = g->t_hi[i] = -1;
+        g->rkey[i] = al_rng_key(p->seed, al_rng_stream(p->tensor_hash, (uint64_t)i));
+        int md = MD_IDENTITY;
+        if (K->sp == SP_NONE || d >= 1.0) {
+            md = MD_IDENTITY;
+        } else if (K->sp == SP_MAGNITUDE && p->ties_threshold) {
+            md = MD_THRESH;
+            g->inj[i] = p->ties_threshold[i];
+        } else if (d <= 0.0) {
+            md = MD_ZERO;
+        } else if (K->sp == SP_MAGNITUDE) {
+            /* mergekit asserts k > 0; we keep at least one element when density > 0 */
+            int64_t k = (int64_t)floor(d * (double)numel);
+            if (k < 1) k = 1;
+            md = MD_WINDOW;
+            g->win_lo[i] = 0;
+            g->win_hi[i] = k;
+        } else if (K->sp == SP_OUTLIERS) {
+            double gm = al_pm(p->gamma, i, 0.01);
+            int64_t target = (int64_t)floor(d * (double)numel);
+            int64_t n_top = (int64_t)floor(gm * (double)numel);
+            if (n_top < 0) n_top = 0;
+            int64_t n_bot = numel - target - n_top;
+            if (n_bot < 0) { n_top += n_bot; n_bot = 0; }
+            md = MD_WINDOW;
+            g->win_lo[i] = n_top;
+            g->win_hi[i] = numel - n_bot;
+            /* mergekit keeps sorted[n_bot : -n_top]; with n_top == 0 that slice is
+             * empty and the whole delta is zeroed (a bug). Fixed unless compat. */
+            if (n_top == 0 && p->breadcrumbs_compat) md = MD_ZERO;
+        } else if (K->sp == SP_RANDOM) {
+            md = MD_RANDOM;
+        } else if (K->sp == SP_DELLA) {
+            double e = al_pm(p->epsilon, i, 0.15);
+            g->eps[i] = e;
+            if (!(d - e > 0.0) || !(d + e < 1.0)) {
+                gta_free(g);
+                return al_errorf(err, AL_ERR_RECIPE,
+                                 "%s: della needs 0 < density - epsilon and density + epsilon < 1 "
+                                 "(model %d: density %g, epsilon %g)", al_tname(p), i, d, e);
+            }
+            if (p->ndim > 2) {
+                gta_free(g);
+                return al_errorf(err, AL_ERR_UNSUPPORTED,
+                                 "%s: della ranks along dim 1; tensors of rank %d are not supported",
+                                 al_tname(p), p->ndim);
+            }
+            md = MD_DELLA;
+        }
+        if (md == MD_WINDOW) {
+            if (g->win_lo[i] <= 0 && g->win_hi[i] >= numel) md = MD_IDENTITY;
+            else if (g->win_hi[i] <= g->win_lo[i]) md = MD_ZERO;
+        }
+        g->mode[i] = md;
+        if (md == MD_WINDOW) {
+            int64_t ks[2];
+            int nt = 0;
+            if (g->win_lo[i] > 0 && g->win_lo[i] < numel) { g->t_lo[i] = nt; ks[nt++] = g->win_lo[i]; }
+            if (g->win_hi[i] > 0 && g->win_hi[i] < numel) { g->t_hi[i] = nt; ks[nt++] = g->win_hi[i]; }
+            if ((s = al_rsel_init(&g->sel[i], nt, ks, err)) != AL_OK) goto fail;
+            any_window = true;
+        }
+        if (md != MD_IDENTITY) any_masked = true;
+    }
+    g->Dsc = fabs(wsum) < 1e-8 ? 1.0 : wsum;
+    int np = 0;
+    if (any_window) { g->p_hi = np++; g->p_lo = np++; }
+    if (g->rescale && any_masked && g->rmode == AL_RESCALE_L1) {
+        g->p_l1 = np++;
+        if ((s = al_bsum_init(&g->l1, 2 * (n > 0 ? n : 1), err)) != AL_OK) goto fail;
+    }
+    g->n_passes = np;
+    g->sub = K->sp == SP_DELLA ? al_sub_rows(g->row_len) : AL_SUB;
+    size_t ne = (size_t)(n > 0 ? n : 1) * (size_t)g->sub;
+    g->dm = al_malloc(ne * sizeof(double));
+    g->dr = al_malloc(ne * sizeof(float));
+    g->keys = al_malloc(ne * sizeof(uint32_t));
+    if (K->sp == SP_DELLA) g->sortbuf = al_malloc((size_t)g->sub * sizeof(uint64_t));
+    if (!g->dm || !g->dr || !g->keys || (K->sp == SP_DELLA && !g->sortbuf)) {
+        s = al_errorf(err, AL_ERR_NOMEM, "%s: out of memory for merge scratch", al_tname(p));
+        goto fail;
+    }
+    plan->n_passes = np;
+    plan->align = K->sp == SP_DELLA ? g->row_len : 1;
+    *out = g;
+    return AL_OK;
+fail:
+    gta_free(g);
+    return s;
+}
+
+/* ---- stats passes: exact selection ------------------------------------------ */
+
+typedef struct { const float *b, *x; } key_ctx;
+
+static void delta_keys(void *vc, uint32_t *keys, int64_t i0, int64_t i1)
+{
+    const key_ctx *c = vc;
+    for (int64_t j = i0; j < i1; j++) keys[j - i0] = al_abs_key(c->x[j] - c->b[j]);
+}
+
+/* ---- sparsify one sub-chunk into dr (raw) and dm (kept, 1/p scaled) ----------- */
+
+typedef struct {
+    gta_state *g;
+    int64_t goff, len;
+    const float *b;
+    const float *const *x;
+    float *out;
+} sub_ctx;
+
+static void sub_deltas(void *vc, int64_t i0, int64_t i1)
+{
+    sub_ctx *c = vc;
+    gta_state *g = c->g;
+    for (int i = 0; i < g->n; i++) {
+        float *dr = g->dr + (size_t)i * g->sub;
+        uint32_t *k = g->keys + (size_t)i * g->sub;
+        for (int64_t j = i0; j < i1; j++) {
+            dr[j] = c->x[i][j] - c->b[j];
+            k[j] = al_abs_key(dr[j]);
+        }
+    }
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* DELLA on rows [r0, r1) of the sub-chunk for model i. Ascending rank in the total
+ * order (|delta|, then higher index = smaller), so the largest gets rank C. */
+static void della_rows(sub_ctx *c, int i, int64_t r0, int64_t r1)
+{
+    gta_state *g = c->g;
+    const int64_t C = g->row_len;
+    const double d = g->dens[i], e = g->eps[i];
+    const float *dr = g->dr + (size_t)i * g->sub;
+    const uint32_t *k = g->keys + (size_t)i * g->sub;
+    double *dm = g->dm + (size_t)i * g->sub;
+    for (int64_t r = r0; r < r1; r++) {
+        uint64_t *sb = g->sortbuf + r * C;
+        const int64_t o = r * C;
+        for (int64_t j = 0; j < C; j++)
+            sb[j] = ((uint64_t)k[o + j] << 32) | (uint64_t)(0xffffffffu - (uint32_t)j);
+        qsort(sb, (size_t)C, sizeof *sb, cmp_u64);
+        for (int64_t rank = 0; rank < C; rank++) {
+            int64_t j = (int64_t)(0xffffffffu - (uint32_t)(sb[rank] & 0xffffffffu));
+            /* C == 1 divides by zero in mergekit; we use p = density there */
+            double pk = C > 1 ? (d - e) + 2.0 * e * (double)rank / (double)(C - 1) : d;
+            if (pk < 0.0) pk = 0.0;
+            if (pk > 1.0) pk = 1.0;
+            double u = al_rng_unit_at(g->rkey[i], (uint64_t)(c->goff + o + j));
+            double v = 0.0;
+            if (u < pk) v = g->rmode == AL_RESCALE_INV_P ? (double)dr[o + j] / pk : (double)dr[o + j];
+            dm[o + j] = v;
+        }
+    }
+}
+
+typedef struct { sub_ctx *c; int i; } della_job;
+static void della_fn(void *vj, int64_t r0, int64_t r1)
+{
+    della_job *J = vj;
+    della_rows(J->c, J->i, r0, r1);
+}
+
+static void sub_sparsify_model(sub_ctx *c, int i)
+{
+    gta_state *g = c->g;
+    const int64_t len = c->len;
+    const float *dr = g->dr + (size_t)i * g->sub;
+    const uint32_t *k = g->keys + (size_t)i * g->sub;
+    double *dm = g->dm + (size_t)i * g->sub;
+    switch (g->mode[i]) {
+    case MD_IDENTITY:
+        for (int64_t j = 0; j < len; j++) dm[j] = dr[j];
+        break;
+    case MD_ZERO:
+        for (int64_t j = 0; j < len; j++) dm[j] = 0.0;
+        break;
+    case MD_WINDOW: {
+        al_rankcut *lo = &g->cut_lo[i], *hi = &g->cut_hi[i];
+        for (int64_t j = 0; j < len; j++) {
+            bool below_hi = al_rankcut_below(hi, k[j]);   /* both advance tie counters */
+            bool below_lo = al_rankcut_below(lo, k[j]);
+            dm[j] = (below_hi && !below_lo) ? (double)dr[j] : 0.0;
+        }
+        break;
+    }
+    case MD_THRESH: {
+        uint32_t tk = al_abs_key(g->inj[i]);
+        for (int64_t j = 0; j < len; j++) dm[j] = k[j] >= tk ? (double)dr[j] : 0.0;
+        break;
+    }
+    case MD_RANDOM: {
+        const double d = g->dens[i];
+        for (int64_t j = 0; j < len; j++) {
+            double u = al_rng_unit_at(g->rkey[i], (uint64_t)(c->goff + j));
+            dm[j] = u < d ? (g->rmode == AL_RESCALE_INV_P ? (double)dr[j] / d : (double)dr[j]) : 0.0;
+        }
+        break;
+    }
+    case MD_DELLA:      /* done row-parallel in sub_sparsify */
+        break;
+    }
+}
+
+/* Random and della are element/row-parallel; window cuts are sequential per model
+ * (tie counters), parallel across models. */
+static void sub_sparsify(sub_ctx *c)
+{
+    gta_state *g = c->g;
+    al_par_ranges(c->len, AL_MERGE_BLOCK, sub_deltas, c);
+    const int n = g->n;
+    AL_OMP_FOR
+    for (int i = 0; i < n; i++) sub_sparsify_model(c, i);
+    for (int i = 0; i < n; i++) {
+        if (g->mode[i] != MD_DELLA) continue;
+        della_job J = { c, i };
+        al_par_ranges(c->len / g->row_len, 1, della_fn, &J);
+    }
+}
+
+static void l1_fn(void *vc, double *acc, int64_t i0, int64_t i1)
+{
+    sub_ctx *c = vc;
+    gta_state *g = c->g;
+    for (int i = 0; i < g->n; i++) {
+        const float *dr = g->dr + (size_t)i * g->sub;
+        const double *dm = g->dm + (size_t)i * g->sub;
+        double a = acc[2 * i], b = acc[2 * i + 1];
+        for (int64_t j = i0; j < i1; j++) { a += fabs((double)dr[j]); b += fabs(dm[j]); }
+        acc[2 * i] = a;
+        acc[2 * i + 1] = b;
+    }
+}
+
+static void gta_rewind(gta_state *g)
+{
+    for (int i = 0; i < g->n; i++) { al_rankcut_rewind(&g->cut_lo[i]); al_rankcut_rewind(&g->cut_hi[i]); }
+}
+
+static void gta_stat(void *vs, int pass, int64_t off, int64_t len,
+                     const float *base, const float *const *models)
+{
+    gta_state *g = vs;
+    if (pass == g->p_hi || pass == g->p_lo) {
+        for (int i = 0; i < g->n; i++) {
+            if (g->mode[i] != MD_WINDOW) continue;
+            key_ctx kc = { base, models[i] };
+            if (pass == g->p_hi) al_rsel_count_hi(&g->sel[i], len, delta_keys, &kc);
+            else al_rsel_count_lo(&g->sel[i], len, delta_keys, &kc);
+        }
+    } else if (pass == g->p_l1) {
+        if (off == 0) gta_rewind(g);
+        const float *xs[MAXM];
+        for (int64_t o = 0; o < len; o += g->sub) {
+            int64_t l = len - o < g->sub ? len - o : g->sub;
+            for (int i = 0; i < g->n; i++) xs[i] = models[i] + o;
+            sub_ctx c = { g, off + o, l, base + o, xs, NULL };
+            sub_sparsify(&c);
+            al_bsum_add(&g->l1, off + o, l, l1_fn, &c);
+        }
+    }
+}
+
+static al_status gta_finish(void *vs, int pass, al_error *err)
+{
+    (void)err;
+    gta_state *g = vs;
+    if (pass == g->p_hi) {
+        for (int i = 0; i < g->n; i++) if (g->mode[i] == MD_WINDOW) al_rsel_finish_hi(&g->sel[i]);
+    } else if (pass == g->p_lo) {
+        for (int i = 0; i < g->n; i++) {
+            if (g->mode[i] != MD_WINDOW) continue;
+            al_rsel *r = &g->sel[i];
+            al_rsel_finish_lo(r);
+            int tl = g->t_lo[i], th = g->t_hi[i];
+            al_rankcut_set(&g->cut_lo[i], g->win_lo[i], g->numel,
+                           tl >= 0 ? r->thr[tl] : 0, tl >= 0 ? r->n_greater[tl] : 0);
+            al_rankcut_set(&g->cut_hi[i], g->win_hi[i], g->numel,
+                           th >= 0 ? r->thr[th] : 0, th >= 0 ? r->n_greater[th] : 0);
+        }
+    } else if (pass == g->p_l1) {
+        al_bsum_finish(&g->l1);
+        for (int i = 0; i < g->n; i++) {
+            double a = g->l1.total[2 * i], b = g->l1.total[2 * i + 1];
+            g->rs[i] = (g->mode[i] != MD_IDENTITY && a >= 1e-7 && b >= 1e-7) ? a / b : 1.0;
+        }
+    }
+    return AL_OK;
+}
+
+static void combine_fn(void *vc, int64_t i0, int64_t i1)
+{
+    sub_ctx *c = vc;
+    gta_state *g = c->g;
+    const int n = g->n;
+    for (int64_t j = i0; j < i1; j++) {
+        double M = 0.0, D;
+        if (g->kind.consensus) {
+            double s = 0.0;
+            for (int i = 0; i < n; i++) s += g->w[i] * (g->dm[(size_t)i * g->sub + j] * g->rs[i]);
+            const bool pos = s >= 0.0;              /* sum of exactly 0 elects + */
+            D = 0.0;
+            for (int i = 0; i < n; i++) {
+                double u = g->w[i] * (g->dm[(size_t)i * g->sub + j] * g->rs[i]);
+                if (pos ? u > 0.0 : u < 0.0) { M += u; D += g->w[i]; }   /* zeros never vote */
+            }
+            if (D == 0.0) D = 1.0;
+        } else {
+            for (int i = 0; i < n; i++) M += g->w[i] * (g->dm[(size_t)i * g->sub + j] * g->rs[i]);
+            D = g->Dsc;
+        }
+        if (g->normalize) M /= D;
+        if (g->lambda != 1.0) M *= g->lambda;
+        c->out[j] = (float)((double)c->b[j] + M);
+    }
+}
+
+static void gta_apply(void *vs, int64_t off, int64_t len,
+                      const float *base, const float *const *models, float *out)
+{
+    gta_state *g = vs;
+    if (off == 0) gta_rewind(g);
+    if (g->n == 0) { memcpy(out, base, (size_t)len * sizeof(float)); return; }
+    const float *xs[MAXM];
+    for (int64_t o = 0; o < len; o += g->sub) {
+        int64_t l = len - o < g->sub ? len - o : g->sub;
+        for (int i = 0; i < g->n; i++) xs[i] = models[i] + o;
+        sub_ctx c = { g, off + o, l, base + o, xs, out + o };
+        sub_sparsify(&c);
+        al_par_ranges(l, AL_MERGE_BLOCK, combine_fn, &c);
+    }
+}
+
+#define GTA_METHOD(ident, mname, SP, CONS, NORM, RESC)                                   \
+    static const gta_kind k_##ident = { SP, CONS, NORM, RESC };                          \
+    static al_status init_##ident(void **s, const al_merge_params *p, int64_t numel,     \
+                                  int n, bool hb, al_method_plan *pl, al_error *e)       \
+    { return gta_init(&k_##ident, s, p, numel, n, hb, pl, e); }                          \
+    const al_method al_m_##ident = { mname, 3, init_##ident, gta_stat, gta_finish,      \
+                                     gta_apply, gta_free };
+
+GTA_METHOD(task_arithmetic, "task_arithmetic", SP_NONE, false, false, false)
+GTA_METHOD(ties, "ties", SP_MAGNITUDE, true, true, false)
+GTA_METHOD(dare_ties, "dare_ties", SP_RANDOM, true, false, true)
+GTA_METHOD(dare_linear, "dare_linear", SP_RANDOM, false, false, true)
+GTA_METHOD(breadcrumbs, "breadcrumbs", SP_OUTLIERS, false, false, false)
+GTA_METHOD(breadcrumbs_ties, "breadcrumbs_ties", SP_OUTLIERS, true, false, false)
+GTA_METHOD(della, "della", SP_DELLA, true, true, true)
+GTA_METHOD(della_linear, "della_linear", SP_DELLA, false, false, true)

@@ -1,0 +1,111 @@
+/* merge/kernels_internal.h: deterministic building blocks shared by the methods.
+ * Not installed. All OpenMP lives in merge/ kernel files; every omp_* call is under
+ * #ifdef _OPENMP and the serial build computes the same bits. */
+#ifndef AL_MERGE_KERNELS_INTERNAL_H
+#define AL_MERGE_KERNELS_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../core/status.h"
+#include "method.h"
+
+/* Sub-chunk: methods process a chunk in pieces of at most this many elements
+ * (rounded to whole rows for row-wise methods) so scratch is bounded and
+ * independent of the caller's chunk size. */
+#define AL_SUB ((int64_t)1 << 16)
+
+int al_kern_threads(void);
+
+/* OpenMP pragmas via _Pragma so that the NO_OMP build (where -Wall would reject an
+ * unknown #pragma) compiles them away. */
+#ifdef _OPENMP
+#define AL_PRAGMA(x) _Pragma(#x)
+#else
+#define AL_PRAGMA(x)
+#endif
+#define AL_OMP_FOR AL_PRAGMA(omp parallel for schedule(static))
+
+/* ---- chunk-invariant block sums ------------------------------------------------
+ * m double accumulators over a stream of elements indexed globally 0..numel-1.
+ * Elements of global block b = [b*AL_MERGE_BLOCK, (b+1)*AL_MERGE_BLOCK) are added
+ * left to right into a fresh partial (starting at 0.0); partials are added to the
+ * totals in block order. fn(ctx, acc, i0, i1) adds elements [i0, i1) (indices
+ * relative to the `off` passed to al_bsum_add) into acc[0..m) left to right. */
+typedef void (*al_bsum_fn)(void *ctx, double *acc, int64_t i0, int64_t i1);
+
+typedef struct {
+    int m;
+    int64_t pos;       /* next global element expected */
+    double *total;     /* m */
+    double *part;      /* m: current block's partial */
+    double *scratch;   /* AL_BSUM_GROUP * m */
+} al_bsum;
+
+al_status al_bsum_init(al_bsum *s, int m, al_error *err);
+void al_bsum_add(al_bsum *s, int64_t off, int64_t len, al_bsum_fn fn, void *ctx);
+void al_bsum_finish(al_bsum *s);         /* flush the last partial block */
+void al_bsum_free(al_bsum *s);
+
+/* ---- exact k-th largest of uint32 keys (radix select, 2 passes) ----------------
+ * Keys: order-preserving uint32 (for |x|: float bits & 0x7fffffff). Up to
+ * AL_RSEL_MAXT ranks per key stream share the top-16-bit histogram. */
+#define AL_RSEL_MAXT 3
+typedef void (*al_key_fn)(void *ctx, uint32_t *keys, int64_t i0, int64_t i1);
+
+typedef struct {
+    int nt;
+    int64_t n;                    /* elements counted in pass A */
+    int64_t k[AL_RSEL_MAXT];      /* 1-based rank from the largest, 1..n */
+    uint32_t bin[AL_RSEL_MAXT];
+    int64_t above[AL_RSEL_MAXT];  /* elements in bins above `bin` */
+    uint32_t thr[AL_RSEL_MAXT];   /* result: key of the k-th largest */
+    int64_t n_greater[AL_RSEL_MAXT]; /* result: elements with key > thr */
+    uint64_t *hi;                 /* 65536 */
+    uint64_t *lo;                 /* AL_RSEL_MAXT * 65536 */
+    uint32_t *tab;                /* per-thread 65536-bin tables */
+    int nthr;
+} al_rsel;
+
+al_status al_rsel_init(al_rsel *r, int nt, const int64_t *k, al_error *err);
+void al_rsel_count_hi(al_rsel *r, int64_t len, al_key_fn fn, void *ctx);
+void al_rsel_finish_hi(al_rsel *r);
+void al_rsel_count_lo(al_rsel *r, int64_t len, al_key_fn fn, void *ctx);
+void al_rsel_finish_lo(al_rsel *r);
+void al_rsel_free(al_rsel *r);
+
+/* ---- rank cuts with the index tie rule ----------------------------------------
+ * "rank < r" in the total order (key desc, then index asc). Evaluated in element
+ * order with a running tie counter, so it must see every element exactly once. */
+typedef struct {
+    int kind;          /* 0: never (r <= 0), 1: always (r >= n), 2: threshold */
+    uint32_t thr;
+    int64_t need;      /* ties at thr that are still < r */
+    int64_t seen;      /* ties at thr seen so far */
+} al_rankcut;
+
+void al_rankcut_set(al_rankcut *c, int64_t r, int64_t n, uint32_t thr, int64_t n_greater);
+void al_rankcut_rewind(al_rankcut *c);
+static inline bool al_rankcut_below(al_rankcut *c, uint32_t key)
+{
+    if (c->kind != 2) return c->kind == 1;
+    if (key > c->thr) return true;
+    if (key < c->thr) return false;
+    return c->seen++ < c->need;
+}
+
+static inline uint32_t al_abs_key(float x)
+{
+    uint32_t u;
+    __builtin_memcpy(&u, &x, 4);
+    return u & 0x7fffffffu;
+}
+
+/* ---- parallel element loops ----------------------------------------------------
+ * fn(ctx, i0, i1) on disjoint static ranges of [0, len), each a multiple of
+ * `grain` elements (except the last). */
+typedef void (*al_range_fn)(void *ctx, int64_t i0, int64_t i1);
+void al_par_ranges(int64_t len, int64_t grain, al_range_fn fn, void *ctx);
+
+#endif
