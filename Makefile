@@ -33,7 +33,12 @@ ifeq ($(NO_OMP),)
   ifeq ($(shell echo | $(CC) -fopenmp -x c -E - >/dev/null 2>&1; echo $$?),0)
     CFLAGS += -fopenmp
     LDLIBS += -fopenmp
+    HAVE_OMP := 1
   endif
+endif
+# Without OpenMP the `#pragma omp` lines are inert by design, not mistakes.
+ifeq ($(HAVE_OMP),)
+  CFLAGS += -Wno-unknown-pragmas
 endif
 
 LIB_SRCS  := $(wildcard core/*.c io/*.c recipes/*.c merge/*.c edit/*.c)

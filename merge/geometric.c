@@ -223,7 +223,7 @@ static void karcher_coef(geo_state *g, const double *G)
 /* ---- init ---------------------------------------------------------------------- */
 
 static al_status geo_init(geo_kind kind, void **out, const al_merge_params *p, int64_t numel,
-                          int n, bool has_base, al_method_plan *plan, al_error *err)
+                          int n, bool has_base, al_merge_plan *plan, al_error *err)
 {
     *out = NULL;
     const char *nm = al_tname(p);
@@ -438,9 +438,9 @@ static void geo_apply(void *vs, int64_t off, int64_t len,
 
 #define GEO_METHOD(ident, KIND)                                                          \
     static al_status init_##ident(void **s, const al_merge_params *p, int64_t numel,     \
-                                  int n, bool hb, al_method_plan *pl, al_error *e)       \
+                                  int n, bool hb, al_merge_plan *pl, al_error *e)       \
     { return geo_init(KIND, s, p, numel, n, hb, pl, e); }                                \
-    const al_method al_m_##ident = { #ident, 1, init_##ident, geo_stat, geo_finish,      \
+    const al_merge_method al_m_##ident = { #ident, 1, init_##ident, geo_stat, geo_finish,      \
                                      geo_apply, geo_free };
 
 GEO_METHOD(slerp, G_SLERP)

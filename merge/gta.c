@@ -80,7 +80,7 @@ static void gta_free(void *vs)
 }
 
 static al_status gta_init(const gta_kind *K, void **out, const al_merge_params *p,
-                          int64_t numel, int n, bool has_base, al_method_plan *plan,
+                          int64_t numel, int n, bool has_base, al_merge_plan *plan,
                           al_error *err)
 {
     *out = NULL;
@@ -448,9 +448,9 @@ static void gta_apply(void *vs, int64_t off, int64_t len,
 #define GTA_METHOD(ident, mname, SP, CONS, NORM, RESC)                                   \
     static const gta_kind k_##ident = { SP, CONS, NORM, RESC };                          \
     static al_status init_##ident(void **s, const al_merge_params *p, int64_t numel,     \
-                                  int n, bool hb, al_method_plan *pl, al_error *e)       \
+                                  int n, bool hb, al_merge_plan *pl, al_error *e)       \
     { return gta_init(&k_##ident, s, p, numel, n, hb, pl, e); }                          \
-    const al_method al_m_##ident = { mname, 3, init_##ident, gta_stat, gta_finish,      \
+    const al_merge_method al_m_##ident = { mname, 3, init_##ident, gta_stat, gta_finish,      \
                                      gta_apply, gta_free };
 
 GTA_METHOD(task_arithmetic, "task_arithmetic", SP_NONE, false, false, false)

@@ -28,7 +28,7 @@ void al_merge_params_init(al_merge_params *p)
     p->ndim = 1;
 }
 
-static const al_method *const g_methods[] = {
+static const al_merge_method *const g_methods[] = {
     &al_m_linear, &al_m_task_arithmetic, &al_m_ties, &al_m_dare_ties, &al_m_dare_linear,
     &al_m_slerp, &al_m_model_stock, &al_m_della, &al_m_della_linear, &al_m_breadcrumbs,
     &al_m_breadcrumbs_ties, &al_m_sce, &al_m_nuslerp, &al_m_multislerp, &al_m_karcher,
@@ -36,9 +36,9 @@ static const al_method *const g_methods[] = {
     NULL
 };
 
-const al_method *const *al_method_list(void) { return g_methods; }
+const al_merge_method *const *al_merge_method_list(void) { return g_methods; }
 
-const al_method *al_method_find(const char *name)
+const al_merge_method *al_merge_method_find(const char *name)
 {
     if (!name) return NULL;
     for (int i = 0; g_methods[i]; i++)
@@ -46,12 +46,12 @@ const al_method *al_method_find(const char *name)
     return NULL;
 }
 
-void al_method_free(const al_method *m, void *state)
+void al_merge_method_free(const al_merge_method *m, void *state)
 {
     if (m && state) m->free(state);
 }
 
-al_status al_merge_tensor_f32(const al_method *m, const al_merge_params *p,
+al_status al_merge_tensor_f32(const al_merge_method *m, const al_merge_params *p,
                               const float *base, const float *const *models, int n,
                               int64_t numel, float *out, int64_t chunk_elems,
                               al_error *err)
@@ -59,7 +59,7 @@ al_status al_merge_tensor_f32(const al_method *m, const al_merge_params *p,
     if (!m || !p || !out || numel < 0 || n < 0 || n > AL_MERGE_MAX_MODELS || (n > 0 && !models))
         return al_errorf(err, AL_ERR_USAGE, "al_merge_tensor_f32: bad arguments");
     void *st = NULL;
-    al_method_plan plan = { 0, 1 };
+    al_merge_plan plan = { 0, 1 };
     al_status s = m->init(&st, p, numel, n, base != NULL, &plan, err);
     if (s != AL_OK) return s;
     int64_t chunk = chunk_elems > 0 ? chunk_elems : AL_MERGE_CHUNK;

@@ -34,7 +34,7 @@
  * NaN: |NaN| ranks above +Inf (as torch.sort puts NaN last in ascending order), so
  * NaN deltas are "largest"; -0.0 and +0.0 are the same key.
  *
- * Ownership: a state is created by init and released by al_method_free (accepts
+ * Ownership: a state is created by init and released by al_merge_method_free (accepts
  * NULL). Input/output pointers are borrowed for the duration of a call. */
 #ifndef AL_MERGE_METHOD_H
 #define AL_MERGE_METHOD_H
@@ -100,17 +100,17 @@ void al_merge_params_init(al_merge_params *p);
 typedef struct {
     int n_passes;                /* statistics passes before apply */
     int64_t align;               /* chunk boundaries must be multiples of this */
-} al_method_plan;
+} al_merge_plan;
 
-typedef struct al_method al_method;
+typedef struct al_merge_method al_merge_method;
 
 /* Method table entry. `state` is opaque. stat/apply cannot fail: everything they
  * need is allocated by init. A NULL base pointer means "no base". */
-struct al_method {
+struct al_merge_method {
     const char *name;            /* mergekit name */
     int max_passes;              /* upper bound of plan.n_passes */
     al_status (*init)(void **state, const al_merge_params *p, int64_t numel,
-                      int n_models, bool has_base, al_method_plan *plan, al_error *err);
+                      int n_models, bool has_base, al_merge_plan *plan, al_error *err);
     void (*stat)(void *state, int pass, int64_t off, int64_t len,
                  const float *base, const float *const *models);
     al_status (*finish_pass)(void *state, int pass, al_error *err);
@@ -120,16 +120,16 @@ struct al_method {
 };
 
 /* Look a method up by its mergekit name ("ties", "dare_linear", ...); NULL if unknown. */
-const al_method *al_method_find(const char *name);
+const al_merge_method *al_merge_method_find(const char *name);
 /* All methods, NULL-terminated. */
-const al_method *const *al_method_list(void);
+const al_merge_method *const *al_merge_method_list(void);
 
-void al_method_free(const al_method *m, void *state);
+void al_merge_method_free(const al_merge_method *m, void *state);
 
 /* Run every pass over in-memory arrays: base (may be NULL), models[n], out (numel).
  * chunk_elems <= 0 means AL_MERGE_CHUNK; it is rounded down to a multiple of the
  * plan's alignment (at least one aligned unit). out may not alias inputs. */
-al_status al_merge_tensor_f32(const al_method *m, const al_merge_params *p,
+al_status al_merge_tensor_f32(const al_merge_method *m, const al_merge_params *p,
                               const float *base, const float *const *models, int n,
                               int64_t numel, float *out, int64_t chunk_elems,
                               al_error *err);

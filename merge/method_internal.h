@@ -22,13 +22,13 @@ static inline int64_t al_sub_rows(int64_t row_len)
 }
 
 /* merge/gta.c */
-extern const al_method al_m_task_arithmetic, al_m_ties, al_m_dare_ties, al_m_dare_linear,
+extern const al_merge_method al_m_task_arithmetic, al_m_ties, al_m_dare_ties, al_m_dare_linear,
     al_m_breadcrumbs, al_m_breadcrumbs_ties, al_m_della, al_m_della_linear;
 /* merge/geometric.c */
-extern const al_method al_m_slerp, al_m_nuslerp, al_m_multislerp, al_m_karcher,
+extern const al_merge_method al_m_slerp, al_m_nuslerp, al_m_multislerp, al_m_karcher,
     al_m_model_stock;
 /* merge/simple.c */
-extern const al_method al_m_linear, al_m_passthrough, al_m_nearswap, al_m_sce,
+extern const al_merge_method al_m_linear, al_m_passthrough, al_m_nearswap, al_m_sce,
     al_m_arcee_fusion, al_m_ram, al_m_ramplus_tl;
 
 #endif

@@ -51,7 +51,7 @@ static void simple_free(void *vs)
 }
 
 static al_status simple_init(simple_kind kind, void **out, const al_merge_params *p, int64_t numel,
-                             int n, bool has_base, al_method_plan *plan, al_error *err)
+                             int n, bool has_base, al_merge_plan *plan, al_error *err)
 {
     *out = NULL;
     const char *nm = al_tname(p);
@@ -452,9 +452,9 @@ static void simple_apply(void *vs, int64_t off, int64_t len,
 
 #define SIMPLE_METHOD(ident, KIND, NP)                                                   \
     static al_status init_##ident(void **s, const al_merge_params *p, int64_t numel,     \
-                                  int n, bool hb, al_method_plan *pl, al_error *e)       \
+                                  int n, bool hb, al_merge_plan *pl, al_error *e)       \
     { return simple_init(KIND, s, p, numel, n, hb, pl, e); }                             \
-    const al_method al_m_##ident = { #ident, NP, init_##ident, simple_stat,             \
+    const al_merge_method al_m_##ident = { #ident, NP, init_##ident, simple_stat,             \
                                      simple_finish, simple_apply, simple_free };
 
 SIMPLE_METHOD(linear, S_LINEAR, 0)

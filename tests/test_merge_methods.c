@@ -31,7 +31,7 @@ static float *fbuf(int64_t n) { float *p = calloc((size_t)(n > 0 ? n : 1), sizeo
 static void run(const char *method, const al_merge_params *p, const float *b, const float *const *x,
                 int n, int64_t numel, float *out, int64_t chunk)
 {
-    const al_method *m = al_method_find(method);
+    const al_merge_method *m = al_merge_method_find(method);
     assert_non_null(m);
     al_error e = { 0 };
     al_status s = al_merge_tensor_f32(m, p, b, x, n, numel, out, chunk, &e);
@@ -42,7 +42,7 @@ static al_status run_st(const char *method, const al_merge_params *p, const floa
                         const float *const *x, int n, int64_t numel, float *out)
 {
     al_error e = { 0 };
-    return al_merge_tensor_f32(al_method_find(method), p, b, x, n, numel, out, 0, &e);
+    return al_merge_tensor_f32(al_merge_method_find(method), p, b, x, n, numel, out, 0, &e);
 }
 
 static void assert_close(const float *a, const float *b, int64_t n, double tol)
@@ -653,7 +653,7 @@ static void test_determinism(void **st)
     float *b, *x[3];
     make_models(&b, x, 3, N, true);               /* quantized deltas: many ties */
     const double w[3] = { 0.7, 0.4, 0.2 }, d[3] = { 0.3, 0.5, 0.6 }, g[3] = { 0.02, 0.0, 0.05 }, e[3] = { 0.1, 0.2, 0.3 };
-    const al_method *const *ms = al_method_list();
+    const al_merge_method *const *ms = al_merge_method_list();
     float *o1 = fbuf(N), *o2 = fbuf(N);
     int checked = 0;
     for (int mi = 0; ms[mi]; mi++) {
@@ -702,8 +702,8 @@ static void test_registry(void **st)
                             "model_stock", "della", "della_linear", "breadcrumbs", "breadcrumbs_ties",
                             "sce", "nuslerp", "multislerp", "karcher", "nearswap", "arcee_fusion",
                             "passthrough", "ram", "ramplus_tl" };
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++) assert_non_null(al_method_find(names[i]));
-    assert_null(al_method_find("nope"));
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) assert_non_null(al_merge_method_find(names[i]));
+    assert_null(al_merge_method_find("nope"));
     /* GTA without base */
     const float x0[2] = { 1, 2 };
     const float *x[1] = { x0 };
