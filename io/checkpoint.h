@@ -108,6 +108,9 @@ al_status al_writer_commit(al_writer *w, al_error *err);
 /* Free; removes the temporary output unless committed. Accepts NULL. */
 void al_writer_free(al_writer *w);
 
+/* Remove a file or directory tree (no symlinks followed); for alloy's own temporaries. */
+void al_remove_tree(const char *path);
+
 /* Copy the non-weight files of an HF directory (config.json, tokenizer files,
  * generation_config.json, ...) from src_dir into dst_dir. Missing files are skipped. */
 al_status al_copy_aux_files(const char *src_dir, const char *dst_dir, al_error *err);

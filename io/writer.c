@@ -61,7 +61,7 @@ static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *
 }
 
 /* rm -rf without following symlinks. */
-static void remove_tree(const char *p)
+void al_remove_tree(const char *p)
 {
     struct stat st;
     if (lstat(p, &st) != 0) return;
@@ -141,7 +141,7 @@ al_status al_writer_open(al_writer **out, const char *path, const al_writer_opts
     size_t tl = len + 64;
     if (!(w->tmp = al_malloc(tl))) { s = al_errorf(err, AL_ERR_NOMEM, "out of memory"); goto fail; }
     snprintf(w->tmp, tl, "%.*s.%s.alloy-tmp-%ld", (int)dlen, w->path, w->path + dlen, (long)getpid());
-    remove_tree(w->tmp);   /* a leftover of a killed run that had our pid */
+    al_remove_tree(w->tmp);   /* a leftover of a killed run that had our pid */
     w->ops = w->opts.format == AL_FMT_HDF5 ? &al_hdf5_writer_ops : &al_safetensors_writer_ops;
     *out = w;
     return AL_OK;
@@ -345,7 +345,7 @@ al_status al_writer_commit(al_writer *w, al_error *err)
         size_t n = strlen(w->path) + 48;
         if (!(old = al_malloc(n))) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
         snprintf(old, n, "%s.alloy-old-%ld", w->path, (long)getpid());
-        remove_tree(old);
+        al_remove_tree(old);
         if (rename(w->path, old) != 0) {
             s = al_errorf(err, AL_ERR_IO, "cannot move the existing %s aside: %s", w->path, strerror(errno));
             al_free(old);
@@ -359,7 +359,7 @@ al_status al_writer_commit(al_writer *w, al_error *err)
         return s;
     }
     w->committed = true;
-    if (old) { remove_tree(old); al_free(old); }
+    if (old) { al_remove_tree(old); al_free(old); }
     /* Make the rename durable. */
     char parent[PATH_MAX];
     snprintf(parent, sizeof parent, "%s", w->path);
@@ -374,7 +374,7 @@ void al_writer_free(al_writer *w)
 {
     if (!w) return;
     if (w->handle) w->ops->close(w->handle);
-    if (w->tmp && !w->committed) remove_tree(w->tmp);
+    if (w->tmp && !w->committed) al_remove_tree(w->tmp);
     for (size_t i = 0; i < w->n; i++) al_free(w->t[i].name);
     al_free(w->t);
     al_free(w->shards);

@@ -1,0 +1,930 @@
+/* merge/pipeline.c: recipe document -> job -> streamed merge (see pipeline.h). */
+#include "pipeline.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../core/alloc.h"
+#include "../core/rng.h"
+#include "../io/hfdir.h"
+#include "../io/names.h"
+#include "method.h"
+
+#define DEFAULT_SHARD_SIZE 5000000000ull          /* mergekit's --out-shard-size 5B */
+#define CHUNK_ELEMS ((int64_t)1 << 20)             /* 4 MB of F32 per input buffer */
+#define CACHE_BUDGET ((uint64_t)256 << 20)         /* whole-tensor cache for multi-pass methods */
+
+/* ---- job structures ---------------------------------------------------------- */
+
+typedef struct {
+    char *ref;            /* as written */
+    char *path;           /* resolved */
+    al_ckpt *ck;
+    long n_layers;        /* max block index + 1 */
+    al_pos pos;
+} jb_model;
+
+typedef struct {
+    int model;
+    int64_t start, end;
+    const al_params *params;   /* NULL for a base added without parameters */
+} jb_source;
+
+typedef struct {
+    jb_source *src;
+    size_t n;
+    const al_params *params;
+    int base;                  /* model index of the slice's base, or -1 */
+} jb_slice;
+
+typedef struct {
+    al_job_tensor pub;
+    char *name;
+    al_job_input *inputs;
+    int *in_model;
+    long *in_tensor;
+    int n_models;              /* non-base inputs; the base, if any, is the last input */
+    bool has_base;
+    char **pstr;
+    size_t npstr;
+    double weight[AL_MERGE_MAX_MODELS], density[AL_MERGE_MAX_MODELS], gamma[AL_MERGE_MAX_MODELS],
+           epsilon[AL_MERGE_MAX_MODELS], scale[AL_MERGE_MAX_MODELS];
+    bool set_weight, set_density, set_gamma, set_epsilon, set_scale;
+    al_merge_params mp;
+} jb_tensor;
+
+struct al_merge_job {
+    const al_recipe *r;
+    const al_recipe_doc *d;
+    al_merge_opts o;
+    const al_merge_method *method;
+    jb_model *models;
+    size_t n_models;
+    jb_slice *slices;
+    size_t n_slices;
+    jb_tensor *t;
+    size_t n, cap;
+    long out_layers;
+    int donor;                 /* model whose config.json is copied */
+    int tok_donor;             /* model whose tokenizer files are copied */
+};
+
+static al_status warn(const al_merge_job *j, al_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Record a warning; in strict mode it is an error instead. */
+static al_status warn(const al_merge_job *j, al_error *err, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (j->o.strict) return al_errorf(err, AL_ERR_RECIPE, "%s (an error with --strict)", buf);
+    al_strvec *v = j->o.warnings;
+    if (!v) return AL_OK;
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 16;
+        char **it = al_realloc(v->items, cap * sizeof *it);
+        if (!it) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+        v->items = it;
+        v->cap = cap;
+    }
+    if (!(v->items[v->n] = al_strdup(buf))) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    v->n++;
+    return AL_OK;
+}
+
+/* ---- models ------------------------------------------------------------------ */
+
+typedef struct { const al_merge_opts *o; const al_recipe *r; } lookup_ud;
+
+/* Intermediate outputs of earlier documents live in "<out>.alloy-work/<name>"; in a
+ * dry run they do not exist yet, and the referenced document's first input stands in
+ * (an intermediate merge has its inputs' architecture). */
+static al_status lookup_output(void *ud, int doc_index, const char *name, char **path_out, al_error *err)
+{
+    const lookup_ud *u = ud;
+    const char *dir = u->o->work_dir;
+    if (!u->o->dry_run && dir) {
+        size_t n = strlen(dir) + strlen(name) + 2;
+        if (!(*path_out = al_malloc(n))) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+        snprintf(*path_out, n, "%s/%s", dir, name);
+        return AL_OK;
+    }
+    const al_recipe_doc *d = &u->r->docs[doc_index];
+    const al_model_ref *first = d->n_models ? &d->models[0].model
+                              : d->n_slices && d->slices[0].n_sources ? &d->slices[0].sources[0].model : NULL;
+    if (!first) return al_errorf(err, AL_ERR_RECIPE, "intermediate '%s' has no inputs", name);
+    al_resolve_opts ro = {u->o->models_dir, lookup_output, ud};
+    return al_model_resolve_ex(first, &ro, path_out, err);
+}
+
+static al_status add_model(al_merge_job *j, const al_model_ref *ref, int *idx, al_error *err)
+{
+    lookup_ud ud = {&j->o, j->r};
+    al_resolve_opts ro = {j->o.models_dir, lookup_output, &ud};
+    char *path = NULL;
+    al_status s = al_model_resolve_ex(ref, &ro, &path, err);
+    if (s != AL_OK) return al_error_prefix(err, "%s:%d:%d: ", j->r->filename, ref->pos.line, ref->pos.col);
+    for (size_t i = 0; i < j->n_models; i++)
+        if (strcmp(j->models[i].path, path) == 0) { *idx = (int)i; al_free(path); return AL_OK; }
+    jb_model *m = al_realloc(j->models, (j->n_models + 1) * sizeof *m);
+    if (!m) { al_free(path); return al_errorf(err, AL_ERR_NOMEM, "out of memory"); }
+    j->models = m;
+    jb_model *nm = &j->models[j->n_models];
+    *nm = (jb_model){0};
+    nm->path = path;
+    nm->pos = ref->pos;
+    j->n_models++;
+    if (!(nm->ref = al_strdup(ref->text ? ref->text : path))) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    if ((s = al_ckpt_open(&nm->ck, path, err)) != AL_OK)
+        return al_error_prefix(err, "%s:%d:%d: model '%s': ", j->r->filename, ref->pos.line, ref->pos.col, nm->ref);
+    nm->n_layers = 0;
+    for (size_t i = 0; i < al_ckpt_count(nm->ck); i++) {
+        al_layer_info li;
+        al_layer_of(al_ckpt_info(nm->ck, i)->name, &li);
+        if (li.kind == AL_LAYER_BLOCK && li.index + 1 > nm->n_layers) nm->n_layers = li.index + 1;
+    }
+    *idx = (int)(j->n_models - 1);
+    return AL_OK;
+}
+
+/* ---- normalization into slices (recipes.md §1.3) ------------------------------ */
+
+static al_status build_slices(al_merge_job *j, al_error *err)
+{
+    const al_recipe_doc *d = j->d;
+    al_status s;
+    int base = -1;
+    if (d->has_modules)
+        return al_errorf(err, AL_ERR_UNSUPPORTED, "%s:%d:%d: `modules:` recipes are not supported yet",
+                         j->r->filename, d->pos.line, d->pos.col);
+    if (d->base_model && (s = add_model(j, d->base_model, &base, err)) != AL_OK) return s;
+    if (d->has_models) {
+        j->slices = al_calloc(1, sizeof *j->slices);
+        if (!j->slices) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+        j->n_slices = 1;
+        jb_slice *sl = &j->slices[0];
+        sl->src = al_calloc(d->n_models + 1, sizeof *sl->src);
+        if (!sl->src) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+        sl->base = base;
+        bool base_listed = false;
+        for (size_t i = 0; i < d->n_models; i++) {
+            int mi;
+            if ((s = add_model(j, &d->models[i].model, &mi, err)) != AL_OK) return s;
+            if (mi == base) base_listed = true;
+            sl->src[sl->n++] = (jb_source){mi, 0, 0, &d->models[i].params};
+        }
+        if (base >= 0 && !base_listed) sl->src[sl->n++] = (jb_source){base, 0, 0, NULL};
+        /* every model contributes all its layers; their counts must agree */
+        long L = j->models[sl->src[0].model].n_layers;
+        for (size_t i = 0; i < sl->n; i++) {
+            const jb_model *m = &j->models[sl->src[i].model];
+            if (m->n_layers != L)
+                return al_errorf(err, AL_ERR_SHAPE, "%s: model '%s' has %ld layers but '%s' has %ld: "
+                                 "use slices: to merge models of different depth",
+                                 j->r->filename, m->ref, m->n_layers, j->models[sl->src[0].model].ref, L);
+            sl->src[i].end = L;
+        }
+        j->out_layers = -1;
+        return AL_OK;
+    }
+    /* slices: */
+    j->slices = al_calloc(d->n_slices ? d->n_slices : 1, sizeof *j->slices);
+    if (!j->slices) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    j->out_layers = 0;
+    for (size_t k = 0; k < d->n_slices; k++) {
+        const al_slice *in = &d->slices[k];
+        jb_slice *sl = &j->slices[j->n_slices++];
+        sl->params = &in->params;
+        sl->base = base;
+        if (in->base_model && (s = add_model(j, in->base_model, &sl->base, err)) != AL_OK) return s;
+        sl->src = al_calloc(in->n_sources ? in->n_sources : 1, sizeof *sl->src);
+        if (!sl->src) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+        for (size_t i = 0; i < in->n_sources; i++) {
+            const al_source *src = &in->sources[i];
+            int mi;
+            if ((s = add_model(j, &src->model, &mi, err)) != AL_OK) return s;
+            const jb_model *m = &j->models[mi];
+            if (src->layer_end > m->n_layers)
+                return al_errorf(err, AL_ERR_RECIPE, "%s:%d:%d: layer_range [%lld, %lld) of '%s' is past its %ld layers",
+                                 j->r->filename, src->range_pos.line, src->range_pos.col,
+                                 (long long)src->layer_start, (long long)src->layer_end, m->ref, m->n_layers);
+            if (i && src->layer_end - src->layer_start != sl->src[0].end - sl->src[0].start)
+                return al_errorf(err, AL_ERR_RECIPE, "%s:%d:%d: all sources of a slice must have the same "
+                                 "number of layers (%lld here, %lld in the first source)",
+                                 j->r->filename, src->range_pos.line, src->range_pos.col,
+                                 (long long)(src->layer_end - src->layer_start),
+                                 (long long)(sl->src[0].end - sl->src[0].start));
+            sl->src[sl->n++] = (jb_source){mi, src->layer_start, src->layer_end, &src->params};
+        }
+        if (sl->n) j->out_layers += sl->src[0].end - sl->src[0].start;
+    }
+    return AL_OK;
+}
+
+/* ---- parameters --------------------------------------------------------------- */
+
+/* Evaluate a parameter through the precedence chain, keeping string results (enums). */
+static bool chain_scalar(const al_params *const levels[3], const char *name, const char *tensor, double t,
+                         al_pscalar *out)
+{
+    for (int l = 0; l < 3; l++) {
+        const al_param *p = al_params_find(levels[l], name);
+        if (!p) continue;
+        bool found = false;
+        al_pv_eval(&p->value, tensor, t, out, &found);
+        if (found) return true;
+    }
+    return false;
+}
+
+static al_status pstr_add(jb_tensor *jt, al_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static al_status pstr_add(jb_tensor *jt, al_error *err, const char *fmt, ...)
+{
+    char buf[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    char **p = al_realloc(jt->pstr, (jt->npstr + 1) * sizeof *p);
+    if (!p) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    jt->pstr = p;
+    if (!(jt->pstr[jt->npstr] = al_strdup(buf))) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    jt->npstr++;
+    return AL_OK;
+}
+
+/* Store one resolved numeric value into the kernel parameters. `k` is the model
+ * index for per-model values, -1 for global ones and -2 for the base as an input. */
+static al_status set_param(al_merge_job *j, jb_tensor *jt, const al_param_def *def, int k,
+                           const al_pscalar *v, al_error *err)
+{
+    const char *n = def->name;
+    al_merge_params *p = &jt->mp;
+    double x = v->num;
+    if (def->type == AL_PT_ENUM) {
+        const char *sv = v->kind == AL_PV_STRING ? v->str : "";
+        if (strcmp(n, "rescale_mode") == 0) {
+            if (strcmp(sv, "l1") == 0) p->rescale_mode = AL_RESCALE_L1;
+            else if (strcmp(sv, "inverse") == 0) p->rescale_mode = AL_RESCALE_INV_P;
+            else return al_errorf(err, AL_ERR_RECIPE, "rescale_mode must be l1 or inverse, not '%s'", sv);
+        } else if (strcmp(n, "trim_scope") == 0) {
+            if (strcmp(sv, "model") == 0)
+                return al_errorf(err, AL_ERR_UNSUPPORTED, "trim_scope: model is not supported yet");
+            if (strcmp(sv, "tensor") != 0)
+                return al_errorf(err, AL_ERR_RECIPE, "trim_scope must be tensor or model, not '%s'", sv);
+        }
+        return pstr_add(jt, err, "%s=%s", n, sv);
+    }
+    if (v->kind == AL_PV_STRING)
+        return al_errorf(err, AL_ERR_RECIPE, "parameter '%s' must be a number, not '%s'", n, v->str);
+    if (def->has_min && x < def->min)
+        return al_errorf(err, AL_ERR_RECIPE, "parameter '%s' = %g is below its minimum %g", n, x, def->min);
+    if (def->has_max && x > def->max)
+        return al_errorf(err, AL_ERR_RECIPE, "parameter '%s' = %g is above its maximum %g", n, x, def->max);
+    if (k >= 0) {
+        if (!strcmp(n, "weight")) { jt->weight[k] = x; jt->set_weight = true; }
+        else if (!strcmp(n, "density")) { jt->density[k] = x; jt->set_density = true; }
+        else if (!strcmp(n, "gamma")) { jt->gamma[k] = x; jt->set_gamma = true; }
+        else if (!strcmp(n, "epsilon")) { jt->epsilon[k] = x; jt->set_epsilon = true; }
+        else if (!strcmp(n, "scale")) { jt->scale[k] = x; jt->set_scale = true; }
+        return pstr_add(jt, err, "%s[%s]=%g", n, jt->inputs[k].model, x);
+    }
+    if (k == -2) {
+        if (!strcmp(n, "weight")) p->base_weight = x;
+        return pstr_add(jt, err, "%s[%s]=%g", n, jt->inputs[jt->n_models].model, x);
+    }
+    bool ram = strncmp(j->method->name, "ram", 3) == 0;
+    if (!strcmp(n, "lambda")) p->lambda = x;
+    else if (!strcmp(n, "normalize")) p->normalize = x != 0;
+    else if (!strcmp(n, "rescale")) p->rescale = x != 0;
+    else if (!strcmp(n, "t")) p->t = x;
+    else if (!strcmp(n, "filter_wise")) p->filter_wise = x != 0;
+    else if (!strcmp(n, "nuslerp_flatten")) p->nuslerp_flatten = x != 0;
+    else if (!strcmp(n, "nuslerp_row_wise")) p->nuslerp_row_wise = x != 0;
+    else if (!strcmp(n, "normalize_weights")) p->normalize_weights = x != 0;
+    else if (!strcmp(n, "eps")) p->eps = x;
+    else if (!strcmp(n, "max_iter")) p->max_iter = (int)x;
+    else if (!strcmp(n, "tol")) p->tol = x;
+    else if (!strcmp(n, "select_topk")) p->select_topk = x;
+    else if (!strcmp(n, "epsilon") && ram) p->ram_epsilon = x;
+    else if (!strcmp(n, "r")) p->ram_r = x;
+    else if (!strcmp(n, "alpha")) p->ram_alpha = x;
+    else if (!strcmp(n, "seed")) p->seed = (uint64_t)x;
+    /* int8_mask only changes memory use in mergekit: nothing to do. */
+    return pstr_add(jt, err, "%s=%g", n, x);
+}
+
+static al_status resolve_params(al_merge_job *j, jb_tensor *jt, const jb_slice *sl, const jb_source *const *srcs,
+                                al_error *err)
+{
+    const al_method *sm = j->d->method;
+    al_status s;
+    for (size_t i = 0; i < sm->n_params; i++) {
+        const al_param_def *def = &sm->params[i];
+        al_pscalar v;
+        if (def->scope == AL_SCOPE_GLOBAL) {
+            const al_params *lv[3] = {sl->params, &j->d->params, NULL};
+            if (chain_scalar(lv, def->name, jt->name, jt->pub.t, &v)) {
+                if ((s = set_param(j, jt, def, -1, &v, err)) != AL_OK) goto fail;
+            } else if (def->required) {
+                s = al_errorf(err, AL_ERR_RECIPE, "missing required parameter '%s'", def->name);
+                goto fail;
+            }
+            continue;
+        }
+        int n_in = jt->n_models + (jt->has_base ? 1 : 0);
+        for (int k = 0; k < n_in; k++) {
+            bool is_base = jt->has_base && k == jt->n_models;
+            if (is_base && !sm->base_is_input) continue;
+            const al_params *lv[3] = {srcs[k]->params, sl->params, &j->d->params};
+            if (chain_scalar(lv, def->name, jt->inputs[k].tensor, jt->pub.t, &v)) {
+                if ((s = set_param(j, jt, def, is_base ? -2 : k, &v, err)) != AL_OK) goto fail;
+            } else if (def->required && !is_base) {
+                s = al_errorf(err, AL_ERR_RECIPE, "missing required parameter '%s' for model '%s'", def->name,
+                              jt->inputs[k].model);
+                goto fail;
+            }
+        }
+    }
+    return AL_OK;
+fail:
+    return al_error_prefix(err, "%s: tensor '%s': ", j->r->filename, jt->name);
+}
+
+/* ---- tensor list ---------------------------------------------------------------- */
+
+static al_status push_tensor(al_merge_job *j, jb_tensor **out, al_error *err)
+{
+    if (j->n == j->cap) {
+        size_t cap = j->cap ? j->cap * 2 : 256;
+        jb_tensor *t = al_realloc(j->t, cap * sizeof *t);
+        if (!t) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+        j->t = t;
+        j->cap = cap;
+    }
+    *out = &j->t[j->n++];
+    memset(*out, 0, sizeof **out);
+    return AL_OK;
+}
+
+/* One output tensor `out_name` from the sources of slice `sl`, where source i
+ * provides `names[i]`. */
+static al_status plan_tensor(al_merge_job *j, const jb_slice *sl, const char *out_name, char **names, double t,
+                             al_error *err)
+{
+    jb_tensor *jt = NULL;
+    al_status s;
+    if ((s = push_tensor(j, &jt, err)) != AL_OK) return s;
+    size_t n = sl->n;
+    jt->pub.t = t;
+    if (!(jt->name = al_strdup(out_name))) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    jt->inputs = al_calloc(n, sizeof *jt->inputs);
+    jt->in_model = al_calloc(n, sizeof *jt->in_model);
+    jt->in_tensor = al_calloc(n, sizeof *jt->in_tensor);
+    const jb_source **srcs = al_calloc(n, sizeof *srcs);
+    if (!jt->inputs || !jt->in_model || !jt->in_tensor || !srcs) {
+        al_free(srcs);
+        return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    }
+    /* order: non-base sources as listed, then the base */
+    size_t k = 0;
+    long base_src = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (sl->src[i].model == sl->base && base_src < 0) { base_src = (long)i; continue; }
+        srcs[k] = &sl->src[i];
+        if (!(jt->inputs[k].tensor = al_strdup(names[i]))) { al_free(srcs); return al_errorf(err, AL_ERR_NOMEM, "out of memory"); }
+        k++;
+    }
+    jt->n_models = (int)k;
+    if (base_src >= 0) {
+        srcs[k] = &sl->src[base_src];
+        if (!(jt->inputs[k].tensor = al_strdup(names[base_src]))) { al_free(srcs); return al_errorf(err, AL_ERR_NOMEM, "out of memory"); }
+        jt->inputs[k].is_base = true;
+        jt->has_base = true;
+    }
+    if (jt->n_models > AL_MERGE_MAX_MODELS) {
+        al_free(srcs);
+        return al_errorf(err, AL_ERR_RECIPE, "%s: at most %d models per tensor", j->r->filename, AL_MERGE_MAX_MODELS);
+    }
+    /* reference: the base if present, else the first source */
+    size_t ref = jt->has_base ? (size_t)jt->n_models : 0;
+    const al_tensor_info *rinfo = NULL;
+    for (size_t i = 0; i < n; i++) {
+        const jb_model *m = &j->models[srcs[i]->model];
+        jt->in_model[i] = srcs[i]->model;
+        jt->inputs[i].model = m->ref;
+        long ti = al_ckpt_find(m->ck, jt->inputs[i].tensor);
+        if (ti < 0) {
+            s = al_errorf(err, AL_ERR_NOTFOUND, "%s: model '%s' (%s) has no tensor '%s' (needed for output '%s')",
+                          j->r->filename, m->ref, m->path, jt->inputs[i].tensor, out_name);
+            al_free(srcs);
+            return s;
+        }
+        jt->in_tensor[i] = ti;
+    }
+    rinfo = al_ckpt_info(j->models[jt->in_model[ref]].ck, (size_t)jt->in_tensor[ref]);
+    jt->pub.ndim = rinfo->ndim;
+    memcpy(jt->pub.shape, rinfo->shape, sizeof jt->pub.shape);
+    /* shapes must agree; embeddings of different vocabularies use the common rows */
+    char a[160], b[160];
+    for (size_t i = 0; i < n; i++) {
+        const al_tensor_info *ti = al_ckpt_info(j->models[jt->in_model[i]].ck, (size_t)jt->in_tensor[i]);
+        if (al_shape_equal(ti->ndim, ti->shape, jt->pub.ndim, jt->pub.shape)) continue;
+        bool vocab = ti->ndim == 2 && jt->pub.ndim == 2 && ti->shape[1] == jt->pub.shape[1] &&
+                     al_name_is_embedding(out_name);
+        al_shape_str(a, sizeof a, ti->ndim, ti->shape);
+        al_shape_str(b, sizeof b, jt->pub.ndim, rinfo->shape);
+        if (!vocab) {
+            s = al_errorf(err, AL_ERR_SHAPE, "%s: tensor '%s': model '%s' has shape %s but '%s' has %s",
+                          j->r->filename, out_name, jt->inputs[i].model, a, jt->inputs[ref].model, b);
+            al_free(srcs);
+            return s;
+        }
+        if ((s = warn(j, err, "tensor '%s': vocabulary sizes differ (%s in '%s', %s in '%s'); using the "
+                      "first %lld rows common to all", out_name, a, jt->inputs[i].model, b, jt->inputs[ref].model,
+                      (long long)(ti->shape[0] < jt->pub.shape[0] ? ti->shape[0] : jt->pub.shape[0]))) != AL_OK) {
+            al_free(srcs);
+            return s;
+        }
+        if (ti->shape[0] < jt->pub.shape[0]) jt->pub.shape[0] = ti->shape[0];
+    }
+    const al_recipe_doc *d = j->d;
+    jt->pub.copy = !al_dtype_is_float(rinfo->dtype);
+    jt->pub.dtype = jt->pub.copy ? rinfo->dtype : d->has_out_dtype ? d->out_dtype : d->has_dtype ? d->dtype : rinfo->dtype;
+    for (size_t i = 0; i < n && !jt->pub.copy; i++) {
+        al_dtype dt = al_ckpt_info(j->models[jt->in_model[i]].ck, (size_t)jt->in_tensor[i])->dtype;
+        if (!al_dtype_is_float(dt)) {
+            s = al_errorf(err, AL_ERR_DTYPE, "%s: tensor '%s' is %s in '%s' but %s in '%s'", j->r->filename,
+                          out_name, al_dtype_name(dt), jt->inputs[i].model, al_dtype_name(rinfo->dtype),
+                          jt->inputs[ref].model);
+            al_free(srcs);
+            return s;
+        }
+    }
+    al_merge_params_init(&jt->mp);
+    jt->mp.seed = j->o.seed;
+    s = jt->pub.copy ? AL_OK : resolve_params(j, jt, sl, srcs, err);
+    al_free(srcs);
+    return s;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Output tensors of one kind (pre/post) or of one layer of slice sl. */
+static al_status plan_group(al_merge_job *j, const jb_slice *sl, al_layer_kind kind, long layer, long out_layer,
+                            double t, al_error *err)
+{
+    al_status s = AL_OK;
+    if (!sl->n) return AL_OK;
+    /* the names come from the reference source: the base if it is a source, else the first */
+    size_t ref = 0;
+    for (size_t i = 0; i < sl->n; i++) if (sl->src[i].model == sl->base) { ref = i; break; }
+    const jb_model *rm = &j->models[sl->src[ref].model];
+    char **names = al_calloc(sl->n, sizeof *names);
+    if (!names) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    char out_name[512];
+    for (size_t ti = 0; ti < al_ckpt_count(rm->ck) && s == AL_OK; ti++) {
+        const al_tensor_info *info = al_ckpt_info(rm->ck, ti);
+        if (info->tied) continue;          /* tied heads stay implicit, as saved by transformers */
+        al_layer_info li;
+        al_layer_of(info->name, &li);
+        if (li.kind != kind) continue;
+        if (kind == AL_LAYER_BLOCK && li.index != sl->src[ref].start + layer) continue;
+        for (size_t i = 0; i < sl->n; i++) {
+            char buf[512];
+            if (kind == AL_LAYER_BLOCK) {
+                if (!al_layer_rename(info->name, &li, sl->src[i].start + layer, buf, sizeof buf)) {
+                    s = al_errorf(err, AL_ERR_FORMAT, "tensor name too long: %s", info->name);
+                    break;
+                }
+            } else {
+                snprintf(buf, sizeof buf, "%s", info->name);
+            }
+            if (!(names[i] = al_strdup(buf))) { s = al_errorf(err, AL_ERR_NOMEM, "out of memory"); break; }
+        }
+        if (s == AL_OK) {
+            if (kind == AL_LAYER_BLOCK) al_layer_rename(info->name, &li, out_layer, out_name, sizeof out_name);
+            else snprintf(out_name, sizeof out_name, "%s", info->name);
+            s = plan_tensor(j, sl, out_name, names, t, err);
+        }
+        for (size_t i = 0; i < sl->n; i++) al_free(names[i]);
+        memset(names, 0, sl->n * sizeof *names);
+    }
+    al_free(names);
+    return s;
+}
+
+al_status al_merge_job_build(const al_recipe *r, size_t doc, const al_merge_opts *o, al_merge_job **out,
+                             al_error *err)
+{
+    al_status s;
+    *out = NULL;
+    al_merge_job *j = al_calloc(1, sizeof *j);
+    if (!j) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    j->r = r;
+    j->d = &r->docs[doc];
+    j->o = *o;
+    const al_recipe_doc *d = j->d;
+    if (!(j->method = al_merge_method_find(d->method->name))) {
+        s = al_errorf(err, AL_ERR_UNSUPPORTED, "%s:%d:%d: merge method '%s' is not implemented", r->filename,
+                      d->method_pos.line, d->method_pos.col, d->merge_method);
+        goto fail;
+    }
+    if (d->tokenizer || d->tokenizer_source == AL_TOKSRC_UNION) {
+        al_pos p = d->tokenizer ? d->tokenizer->pos : d->tokenizer_source_pos;
+        s = al_errorf(err, AL_ERR_UNSUPPORTED, "%s:%d:%d: building a merged tokenizer (tokenizer_source: union "
+                      "or a tokenizer: block) is not supported yet; use tokenizer_source: base or a model",
+                      r->filename, p.line, p.col);
+        goto fail;
+    }
+    if ((s = build_slices(j, err)) != AL_OK) goto fail;
+    /* config.json donor: the base, else the first model (mergekit); tokenizer donor likewise
+     * unless tokenizer_source names one */
+    j->donor = d->base_model ? j->slices[0].base : j->slices[0].n ? j->slices[0].src[0].model : 0;
+    j->tok_donor = j->donor;
+    if (d->tokenizer_source == AL_TOKSRC_MODEL && (s = add_model(j, &d->tokenizer_source_model, &j->tok_donor, err)) != AL_OK)
+        goto fail;
+    if (j->donor < 0) j->donor = 0;
+
+    /* pre weights from the first slice, layers slice by slice, post weights from the last */
+    if ((s = plan_group(j, &j->slices[0], AL_LAYER_PRE, 0, 0, 0.0, err)) != AL_OK) goto fail;
+    long out_layer = 0;
+    for (size_t k = 0; k < j->n_slices; k++) {
+        const jb_slice *sl = &j->slices[k];
+        if (!sl->n) continue;
+        long len = (long)(sl->src[0].end - sl->src[0].start);
+        for (long l = 0; l < len; l++, out_layer++) {
+            double t = len > 1 ? (double)l / (double)(len - 1) : 1.0;
+            if ((s = plan_group(j, sl, AL_LAYER_BLOCK, l, out_layer, t, err)) != AL_OK) goto fail;
+        }
+    }
+    if ((s = plan_group(j, &j->slices[j->n_slices - 1], AL_LAYER_POST, 0, 0, 0.0, err)) != AL_OK) goto fail;
+    if (!j->n) {
+        s = al_errorf(err, AL_ERR_RECIPE, "%s: the recipe produces no tensors", r->filename);
+        goto fail;
+    }
+    /* duplicate output names (overlapping slices would need them) are a recipe error */
+    const char **names = al_malloc(j->n * sizeof *names);
+    if (!names) { s = al_errorf(err, AL_ERR_NOMEM, "out of memory"); goto fail; }
+    for (size_t i = 0; i < j->n; i++) names[i] = j->t[i].name;
+    qsort(names, j->n, sizeof *names, cmp_str);
+    for (size_t i = 1; i < j->n; i++)
+        if (strcmp(names[i - 1], names[i]) == 0) {
+            s = al_errorf(err, AL_ERR_RECIPE, "%s: output tensor '%s' would be written twice", r->filename, names[i]);
+            al_free(names);
+            goto fail;
+        }
+    al_free(names);
+    /* publish */
+    for (size_t i = 0; i < j->n; i++) {
+        jb_tensor *jt = &j->t[i];
+        jt->pub.name = jt->name;
+        jt->pub.inputs = jt->inputs;
+        jt->pub.n_inputs = (size_t)jt->n_models + (jt->has_base ? 1 : 0);
+        jt->pub.params = (const char *const *)jt->pstr;
+        jt->pub.n_params = jt->npstr;
+    }
+    *out = j;
+    return AL_OK;
+fail:
+    al_merge_job_free(j);
+    return s;
+}
+
+size_t al_merge_job_count(const al_merge_job *j) { return j->n; }
+const al_job_tensor *al_merge_job_tensor(const al_merge_job *j, size_t i) { return &j->t[i].pub; }
+long al_merge_job_out_layers(const al_merge_job *j) { return j->out_layers; }
+
+static uint64_t tensor_bytes(const al_job_tensor *t)
+{
+    int64_t n;
+    uint64_t b = 0;
+    if (al_shape_numel(t->ndim, t->shape, &n)) al_dtype_nbytes(t->dtype, n, &b);
+    return b;
+}
+
+uint64_t al_merge_job_out_bytes(const al_merge_job *j)
+{
+    uint64_t b = 0;
+    for (size_t i = 0; i < j->n; i++) b += tensor_bytes(&j->t[i].pub);
+    return b;
+}
+
+void al_merge_job_free(al_merge_job *j)
+{
+    if (!j) return;
+    for (size_t i = 0; i < j->n; i++) {
+        jb_tensor *jt = &j->t[i];
+        size_t n_in = (size_t)jt->n_models + (jt->has_base ? 1 : 0);
+        if (jt->inputs)
+            for (size_t k = 0; k < n_in; k++) al_free((char *)jt->inputs[k].tensor);
+        for (size_t k = 0; k < jt->npstr; k++) al_free(jt->pstr[k]);
+        al_free(jt->pstr);
+        al_free(jt->inputs);
+        al_free(jt->in_model);
+        al_free(jt->in_tensor);
+        al_free(jt->name);
+    }
+    al_free(j->t);
+    for (size_t i = 0; i < j->n_models; i++) {
+        al_ckpt_close(j->models[i].ck);
+        al_free(j->models[i].ref);
+        al_free(j->models[i].path);
+    }
+    al_free(j->models);
+    for (size_t k = 0; k < j->n_slices; k++) al_free(j->slices[k].src);
+    al_free(j->slices);
+    al_free(j);
+}
+
+/* ---- execution ------------------------------------------------------------------ */
+
+/* One input of the tensor being merged: rows come from the mapping (F32), a whole-
+ * tensor cache (multi-pass methods on tensors that fit the budget), or a staging
+ * buffer refilled per chunk. */
+typedef struct {
+    al_ckpt *ck;
+    long idx;
+    const float *map;
+    float *cache;
+    float *stage;
+    bool round;           /* compat: round values to `to` after reading */
+    al_dtype to;
+} jb_in;
+
+static void round_to(float *x, size_t n, al_dtype t)
+{
+    if (t == AL_BF16) for (size_t i = 0; i < n; i++) x[i] = al_bf16_to_f32(al_f32_to_bf16(x[i]));
+    else if (t == AL_F16) for (size_t i = 0; i < n; i++) x[i] = al_f16_to_f32(al_f32_to_f16(x[i]));
+}
+
+static al_status in_rows(jb_in *in, int64_t r0, int64_t nr, int64_t rrow, const float **out, al_error *err)
+{
+    if (in->map) { *out = in->map + r0 * rrow; return AL_OK; }
+    if (in->cache) { *out = in->cache + r0 * rrow; return AL_OK; }
+    al_status s = al_ckpt_read(in->ck, (size_t)in->idx, r0, nr, in->stage, AL_F32, err);
+    if (s != AL_OK) return s;
+    if (in->round) round_to(in->stage, (size_t)(nr * rrow), in->to);
+    *out = in->stage;
+    return AL_OK;
+}
+
+static int64_t gcd64(int64_t a, int64_t b) { while (b) { int64_t t = a % b; a = b; b = t; } return a; }
+
+static al_status run_tensor(al_merge_job *j, jb_tensor *jt, al_writer *w, float *obuf, void *cbuf, al_error *err)
+{
+    al_status s = AL_OK;
+    const al_job_tensor *t = &jt->pub;
+    int64_t rows = t->ndim ? t->shape[0] : 1;
+    int64_t rrow = al_shape_row_numel(t->ndim, t->shape);
+    int64_t numel = rows * rrow;
+    size_t n_in = t->n_inputs;
+    if (t->copy) {
+        /* integer/bool buffers: bytes of the reference input */
+        size_t ref = jt->has_base ? (size_t)jt->n_models : 0;
+        al_ckpt *ck = j->models[jt->in_model[ref]].ck;
+        al_view v;
+        if (al_ckpt_view(ck, (size_t)jt->in_tensor[ref], &v, NULL) == AL_OK)
+            return al_writer_write(w, v.data, tensor_bytes(t), err);
+        void *buf = al_malloc(tensor_bytes(t) + 1);
+        if (!buf) return al_errorf(err, AL_ERR_NOMEM, "out of memory for '%s'", t->name);
+        s = al_ckpt_read(ck, (size_t)jt->in_tensor[ref], 0, rows, buf, t->dtype, err);
+        if (s == AL_OK) s = al_writer_write(w, buf, tensor_bytes(t), err);
+        al_free(buf);
+        return s;
+    }
+    if (numel == 0) return AL_OK;
+    al_merge_params *p = &jt->mp;
+    p->weight = jt->set_weight ? jt->weight : NULL;
+    p->density = jt->set_density ? jt->density : NULL;
+    p->gamma = jt->set_gamma ? jt->gamma : NULL;
+    p->epsilon = jt->set_epsilon ? jt->epsilon : NULL;
+    p->scale = jt->set_scale ? jt->scale : NULL;
+    p->ndim = t->ndim;
+    p->row_len = t->ndim >= 2 ? rrow : numel;
+    p->tensor_name = t->name;
+    p->tensor_hash = al_hash_str(t->name);
+    void *state = NULL;
+    al_merge_plan plan = {0};
+    jb_in ins[AL_MERGE_MAX_MODELS + 1];
+    memset(ins, 0, sizeof ins);
+    const float *ptr[AL_MERGE_MAX_MODELS + 1];
+    if ((s = j->method->init(&state, p, numel, jt->n_models, jt->has_base, &plan, err)) != AL_OK) goto done;
+    /* chunk rows: a multiple of what the method needs aligned, about CHUNK_ELEMS elements */
+    int64_t align = plan.align > 0 ? plan.align : 1;
+    int64_t unit = align / gcd64(align, rrow);              /* rows per aligned unit */
+    if (unit > rows) unit = rows;
+    int64_t crows = CHUNK_ELEMS / rrow;
+    crows = crows < unit ? unit : crows - crows % unit;
+    if (crows > rows) crows = rows;
+    bool compat = j->o.compat_dtype && j->d->has_dtype && (j->d->dtype == AL_BF16 || j->d->dtype == AL_F16);
+    bool cache = plan.n_passes > 0 && (uint64_t)numel * 4 * n_in <= CACHE_BUDGET;
+    for (size_t i = 0; i < n_in; i++) {
+        jb_in *in = &ins[i];
+        in->ck = j->models[jt->in_model[i]].ck;
+        in->idx = jt->in_tensor[i];
+        in->round = compat;
+        in->to = j->d->dtype;
+        al_view v;
+        if (!compat && al_ckpt_info(in->ck, (size_t)in->idx)->dtype == AL_F32 &&
+            al_ckpt_view(in->ck, (size_t)in->idx, &v, NULL) == AL_OK) {
+            in->map = v.data;
+        } else if (cache) {
+            if (!(in->cache = al_malloc_aligned((size_t)numel * 4))) { s = al_errorf(err, AL_ERR_NOMEM, "out of memory for '%s'", t->name); goto done; }
+            if ((s = al_ckpt_read(in->ck, (size_t)in->idx, 0, rows, in->cache, AL_F32, err)) != AL_OK) goto done;
+            if (compat) round_to(in->cache, (size_t)numel, in->to);
+        } else if (!(in->stage = al_malloc_aligned((size_t)(crows * rrow) * 4))) {
+            s = al_errorf(err, AL_ERR_NOMEM, "out of memory for '%s'", t->name);
+            goto done;
+        }
+    }
+    const float *base = NULL;
+    for (int pass = 0; pass < plan.n_passes; pass++) {
+        for (int64_t r = 0; r < rows; r += crows) {
+            int64_t k = rows - r < crows ? rows - r : crows;
+            for (size_t i = 0; i < n_in; i++)
+                if ((s = in_rows(&ins[i], r, k, rrow, &ptr[i], err)) != AL_OK) goto done;
+            base = jt->has_base ? ptr[jt->n_models] : NULL;
+            j->method->stat(state, pass, r * rrow, k * rrow, base, ptr);
+        }
+        if ((s = j->method->finish_pass(state, pass, err)) != AL_OK) goto done;
+    }
+    for (int64_t r = 0; r < rows; r += crows) {
+        int64_t k = rows - r < crows ? rows - r : crows;
+        for (size_t i = 0; i < n_in; i++)
+            if ((s = in_rows(&ins[i], r, k, rrow, &ptr[i], err)) != AL_OK) goto done;
+        base = jt->has_base ? ptr[jt->n_models] : NULL;
+        j->method->apply(state, r * rrow, k * rrow, base, ptr, obuf);
+        size_t ne = (size_t)(k * rrow);
+        if (t->dtype == AL_F32) {
+            s = al_writer_write(w, obuf, ne * 4, err);
+        } else {
+            al_convert(cbuf, t->dtype, obuf, AL_F32, ne);
+            s = al_writer_write(w, cbuf, ne * (al_dtype_bits(t->dtype) / 8), err);
+        }
+        if (s != AL_OK) goto done;
+    }
+done:
+    if (state) al_merge_method_free(j->method, state);
+    for (size_t i = 0; i < n_in; i++) { al_free(ins[i].cache); al_free(ins[i].stage); }
+    if (s != AL_OK && s != AL_ERR_IO) al_error_prefix(err, "%s: ", j->r->filename);
+    return s;
+}
+
+/* README.md model card: what was merged, how, and the recipe itself. */
+static al_status write_card(const al_merge_job *j, const char *dir, al_error *err)
+{
+    size_t n = strlen(dir) + 32;
+    char *p = al_malloc(n);
+    if (!p) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    snprintf(p, n, "%s/README.md", dir);
+    FILE *f = fopen(p, "wx");
+    if (!f) { al_status s = al_errorf(err, AL_ERR_IO, "%s: cannot create", p); al_free(p); return s; }
+    fprintf(f, "---\nbase_model:\n");
+    for (size_t i = 0; i < j->n_models; i++) fprintf(f, "- %s\n", j->models[i].ref);
+    fprintf(f, "tags:\n- merge\n- alloy\nlibrary_name: transformers\n---\n\n");
+    fprintf(f, "# Merged model\n\nThis model was merged with [alloy](https://example.invalid/alloy) "
+               "using the `%s` method", j->d->method->name);
+    if (j->d->base_model) fprintf(f, " with `%s` as the base", j->d->base_model->text);
+    fprintf(f, ".\n\n## Models merged\n\n");
+    for (size_t i = 0; i < j->n_models; i++) fprintf(f, "- `%s`\n", j->models[i].ref);
+    if (j->o.recipe_text) {
+        fprintf(f, "\n## Recipe\n\nThe YAML recipe that produced this model:\n\n```yaml\n%.*s%s```\n",
+                (int)j->o.recipe_len, j->o.recipe_text,
+                j->o.recipe_len && j->o.recipe_text[j->o.recipe_len - 1] == '\n' ? "" : "\n");
+    }
+    bool ok = !ferror(f);
+    ok = (fclose(f) == 0) && ok;
+    al_status s = ok ? AL_OK : al_errorf(err, AL_ERR_IO, "%s: write failed", p);
+    al_free(p);
+    if (s != AL_OK || !j->o.recipe_text) return s;
+    n = strlen(dir) + 32;
+    if (!(p = al_malloc(n))) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    snprintf(p, n, "%s/alloy_recipe.yaml", dir);
+    f = fopen(p, "wx");
+    ok = f && fwrite(j->o.recipe_text, 1, j->o.recipe_len, f) == j->o.recipe_len;
+    ok = (f && fclose(f) == 0) && ok;
+    s = ok ? AL_OK : al_errorf(err, AL_ERR_IO, "%s: write failed", p);
+    al_free(p);
+    return s;
+}
+
+static bool is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+al_status al_merge_job_run(al_merge_job *j, const char *out_path, al_error *err)
+{
+    al_status s;
+    al_writer *w = NULL;
+    float *obuf = NULL;
+    void *cbuf = NULL;
+    const char **inputs = al_calloc(j->n_models + 1, sizeof *inputs);
+    if (!inputs) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < j->n_models; i++) inputs[i] = j->models[i].path;
+    al_writer_opts wo = {.format = j->o.out_format, .dir = true,
+                         .shard_size = j->o.shard_size ? j->o.shard_size : DEFAULT_SHARD_SIZE,
+                         .force = j->o.force, .inputs = inputs};
+    if (wo.format == AL_FMT_HDF5) wo.shard_size = 0;
+    if ((s = al_writer_open(&w, out_path, &wo, err)) != AL_OK) goto done;
+    uint64_t total = 0;
+    for (size_t i = 0; i < j->n; i++) {
+        const al_job_tensor *t = &j->t[i].pub;
+        if ((s = al_writer_add(w, t->name, t->dtype, t->ndim, t->shape, err)) != AL_OK) goto done;
+        total += tensor_bytes(t);
+    }
+    if ((s = al_writer_begin(w, err)) != AL_OK) goto done;
+    /* one output chunk buffer, sized for the widest row */
+    int64_t maxrow = 1;
+    for (size_t i = 0; i < j->n; i++) {
+        const al_job_tensor *t = &j->t[i].pub;
+        int64_t rr = al_shape_row_numel(t->ndim, t->shape);
+        if (rr > maxrow) maxrow = rr;
+    }
+    size_t cap = (size_t)(maxrow > CHUNK_ELEMS ? maxrow : CHUNK_ELEMS);
+    /* an aligned method may take a whole small tensor at once */
+    for (size_t i = 0; i < j->n; i++) {
+        int64_t ne;
+        const al_job_tensor *t = &j->t[i].pub;
+        if (al_shape_numel(t->ndim, t->shape, &ne) && t->ndim <= 1 && (size_t)ne > cap) cap = (size_t)ne;
+    }
+    obuf = al_malloc_aligned(cap * 4);
+    cbuf = al_malloc_aligned(cap * 4);
+    if (!obuf || !cbuf) { s = al_errorf(err, AL_ERR_NOMEM, "out of memory"); goto done; }
+    al_merge_progress pr = {0, j->n, 0, total, NULL};
+    for (size_t i = 0; i < j->n; i++) {
+        if ((s = run_tensor(j, &j->t[i], w, obuf, cbuf, err)) != AL_OK) goto done;
+        pr.tensors_done = i + 1;
+        pr.bytes_done += tensor_bytes(&j->t[i].pub);
+        pr.tensor = j->t[i].name;
+        if (j->o.progress) j->o.progress(j->o.progress_ud, &pr);
+    }
+    const char *tmp = al_writer_tmpdir(w);
+    const char *donor = j->models[j->donor].path, *tdonor = j->models[j->tok_donor].path;
+    const char *torch_dtype = j->d->has_out_dtype ? al_dtype_torch_name(j->d->out_dtype)
+                            : j->d->has_dtype ? al_dtype_torch_name(j->d->dtype) : NULL;
+    if (is_dir(donor) && (s = al_hf_write_config(donor, tmp, torch_dtype, j->out_layers, err)) != AL_OK) goto done;
+    if (is_dir(tdonor) && (s = al_hf_copy_tokenizer(tdonor, tmp, err)) != AL_OK) goto done;
+    if ((s = write_card(j, tmp, err)) != AL_OK) goto done;
+    s = al_writer_commit(w, err);
+done:
+    al_free(obuf);
+    al_free(cbuf);
+    al_writer_free(w);
+    al_free(inputs);
+    return s;
+}
+
+/* ---- whole recipes ------------------------------------------------------------- */
+
+al_status al_merge_run(const al_recipe *r, const char *out_path, const al_merge_opts *o, al_error *err)
+{
+    al_status s = AL_OK;
+    size_t len = strlen(out_path);
+    while (len > 1 && out_path[len - 1] == '/') len--;
+    size_t n = len + 32;
+    char *work = al_malloc(n);
+    if (!work) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    snprintf(work, n, "%.*s.alloy-work", (int)len, out_path);
+    al_merge_opts oo = *o;
+    oo.work_dir = work;
+    bool made = false;
+    for (size_t d = 0; d < r->n_docs && s == AL_OK; d++) {
+        bool last = d + 1 == r->n_docs;
+        char *dst = NULL;
+        if (!last && !o->dry_run) {
+            if (!made && mkdir(work, 0755) != 0) {
+                s = al_errorf(err, AL_ERR_IO, "cannot create the work directory %s: %s", work, strerror(errno));
+                break;
+            }
+            made = true;
+            const char *name = r->docs[d].name ? r->docs[d].name : "unnamed";
+            size_t m = strlen(work) + strlen(name) + 2;
+            if (!(dst = al_malloc(m))) { s = al_errorf(err, AL_ERR_NOMEM, "out of memory"); break; }
+            snprintf(dst, m, "%s/%s", work, name);
+        }
+        al_merge_job *j = NULL;
+        s = al_merge_job_build(r, d, &oo, &j, err);
+        if (s == AL_OK && !o->dry_run) s = al_merge_job_run(j, last ? out_path : dst, err);
+        al_merge_job_free(j);
+        al_free(dst);
+    }
+    if (made) al_remove_tree(work);   /* intermediate outputs are not kept */
+    al_free(work);
+    return s;
+}
