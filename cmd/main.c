@@ -10,6 +10,7 @@
 #define ALLOY_VERSION "0.1.0"
 
 static const cli_command k_commands[] = {
+    {"merge", cmd_merge, "merge checkpoints from a mergekit-style YAML recipe"},
     {"inspect", cmd_inspect, "list a checkpoint's tensors, dtypes, shapes, sizes (and stats)"},
     {"convert", cmd_convert, "convert a checkpoint between safetensors/HDF5, dtypes and shardings"},
 };

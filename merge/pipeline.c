@@ -551,6 +551,18 @@ al_status al_merge_job_build(const al_recipe *r, size_t doc, const al_merge_opts
         goto fail;
     }
     if ((s = build_slices(j, err)) != AL_OK) goto fail;
+    /* mergekit refuses to mix architectures unless --allow-crimes */
+    for (size_t i = 1; i < j->n_models && !o->allow_crimes; i++) {
+        al_hf_config a, b;
+        if (al_hf_config_read(al_ckpt_dir(j->models[0].ck), &a, NULL) != AL_OK ||
+            al_hf_config_read(al_ckpt_dir(j->models[i].ck), &b, NULL) != AL_OK) continue;
+        if (a.present && b.present && strcmp(a.model_type, b.model_type) != 0) {
+            s = al_errorf(err, AL_ERR_RECIPE, "%s: models of different architectures: '%s' is %s, '%s' is %s "
+                          "(pass --allow-crimes to merge them anyway)", r->filename, j->models[0].ref,
+                          a.model_type, j->models[i].ref, b.model_type);
+            goto fail;
+        }
+    }
     /* config.json donor: the base, else the first model (mergekit); tokenizer donor likewise
      * unless tokenizer_source names one */
     j->donor = d->base_model ? j->slices[0].base : j->slices[0].n ? j->slices[0].src[0].model : 0;

@@ -43,6 +43,7 @@ typedef struct {
     bool strict;                  /* warnings that change results become errors */
     bool force;                   /* replace an existing output */
     bool compat_dtype;            /* round inputs to the recipe dtype, as mergekit does */
+    bool allow_crimes;            /* allow inputs whose config.json model_type differ */
     bool dry_run;                 /* plan only; intermediate outputs stand in by their first input */
     const char *recipe_text;      /* embedded in the model card and alloy_recipe.yaml; nullable */
     size_t recipe_len;
