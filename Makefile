@@ -84,8 +84,8 @@ unit: $(TEST_BINS)
 	@fail=0; for t in $(TEST_BINS); do echo "== $$t"; ./$$t || fail=1; done; \
 	if [ $$fail -ne 0 ]; then echo "unit tests: FAILED"; exit 1; fi
 
-e2e: $(BIN)
-	@ALLOY=$(abspath $(BIN)) sh tests/e2e/run.sh
+e2e: $(BIN) $(BENCH_BINS)
+	@ALLOY=$(abspath $(BIN)) GEN=$(abspath $(BUILD)/bench/gen_llama) sh tests/e2e/run.sh
 
 test: unit e2e
 

@@ -107,6 +107,17 @@ int main(int argc, char **argv)
             if (al_writer_write(w, conv, (uint64_t)k * al_dtype_bits(dt) / 8, &err) != AL_OK) goto fail;
         }
     }
+    /* a config.json so that tools (and alloy's architecture check) know what this is */
+    char cfgp[4096];
+    snprintf(cfgp, sizeof cfgp, "%s/config.json", al_writer_tmpdir(w));
+    FILE *cf = fopen(cfgp, "w");
+    if (!cf) { al_errorf(&err, AL_ERR_IO, "%s: cannot create", cfgp); goto fail; }
+    fprintf(cf, "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"model_type\": \"llama\",\n"
+                "  \"hidden_size\": %ld,\n  \"intermediate_size\": %ld,\n  \"num_attention_heads\": %ld,\n"
+                "  \"num_key_value_heads\": %ld,\n  \"num_hidden_layers\": %ld,\n  \"vocab_size\": %ld,\n"
+                "  \"rms_norm_eps\": 1e-05,\n  \"tie_word_embeddings\": false,\n  \"torch_dtype\": \"%s\"\n}\n",
+            D, F, H, K, L, V, dt == AL_BF16 ? "bfloat16" : dt == AL_F16 ? "float16" : "float32");
+    fclose(cf);
     if (al_writer_commit(w, &err) != AL_OK) goto fail;
     al_writer_free(w);
     printf("%s: %zu tensors, %.3f B parameters, %s\n", out, n, (double)params / 1e9, al_dtype_name(dt));

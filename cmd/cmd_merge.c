@@ -26,6 +26,8 @@ static const char k_help[] =
     "\n"
     "  --check            validate the recipe only (reads no model); exit 0 if it can run\n"
     "  --dry-run          print every output tensor, its inputs and resolved parameters\n"
+    "  --list-models      print each model the recipe references (and the highest layer\n"
+    "                     a slice reads from it), then exit\n"
     "  -o, --out OUT      output directory (written atomically)\n"
     "  --models DIR       where org/model references are looked up (DIR/org/model),\n"
     "                     before the Hugging Face cache ($HF_HOME/hub)\n"
@@ -118,10 +120,44 @@ static void print_plan(const al_merge_job *j, size_t doc, size_t ndocs)
     }
 }
 
+/* Each referenced model once (intermediate documents excluded), with the highest
+ * layer_range end a slice reads from it (0 if only whole-model use). */
+static void print_models(const al_recipe *r)
+{
+    const char *seen[512];
+    int64_t top[512];
+    size_t n = 0;
+    for (size_t d = 0; d < r->n_docs; d++) {
+        const al_recipe_doc *doc = &r->docs[d];
+        const al_model_ref *refs[1024];
+        int64_t ends[1024];
+        size_t k = 0;
+        if (doc->base_model) { refs[k] = doc->base_model; ends[k++] = 0; }
+        for (size_t i = 0; i < doc->n_models && k < 1024; i++) { refs[k] = &doc->models[i].model; ends[k++] = 0; }
+        for (size_t s = 0; s < doc->n_slices; s++) {
+            if (doc->slices[s].base_model && k < 1024) { refs[k] = doc->slices[s].base_model; ends[k++] = 0; }
+            for (size_t i = 0; i < doc->slices[s].n_sources && k < 1024; i++) {
+                refs[k] = &doc->slices[s].sources[i].model;
+                ends[k++] = doc->slices[s].sources[i].layer_end;
+            }
+        }
+        if (doc->tokenizer_source == AL_TOKSRC_MODEL && k < 1024) { refs[k] = &doc->tokenizer_source_model; ends[k++] = 0; }
+        for (size_t i = 0; i < k; i++) {
+            if (refs[i]->doc_index >= 0) continue;
+            const char *t = refs[i]->path;
+            size_t m = 0;
+            while (m < n && strcmp(seen[m], t) != 0) m++;
+            if (m == n && n < 512) { seen[n] = t; top[n++] = ends[i]; }
+            else if (m < n && ends[i] > top[m]) top[m] = ends[i];
+        }
+    }
+    for (size_t m = 0; m < n; m++) printf("%s\t%lld\n", seen[m], (long long)top[m]);
+}
+
 int cmd_merge(int argc, char **argv)
 {
     const char *recipe_path = NULL, *out = NULL;
-    bool check = false, quiet = false;
+    bool check = false, quiet = false, list_models = false;
     al_merge_opts o = {0};
     long threads = 0;
     for (int i = 1; i < argc; i++) {
@@ -130,6 +166,7 @@ int cmd_merge(int argc, char **argv)
         if (cli_is_help(a)) { fputs(k_help, stdout); return 0; }
         else if (!strcmp(a, "--check")) check = true;
         else if (!strcmp(a, "--dry-run")) o.dry_run = true;
+        else if (!strcmp(a, "--list-models")) list_models = true;
         else if (!strcmp(a, "--strict")) o.strict = true;
         else if (!strcmp(a, "--force")) o.force = true;
         else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) quiet = true;
@@ -161,7 +198,7 @@ int cmd_merge(int argc, char **argv)
         else return cli_usage("merge", "unexpected argument '%s'", a);
     }
     if (!recipe_path) return cli_usage("merge", "missing RECIPE");
-    if (!check && !o.dry_run && !out) return cli_usage("merge", "missing -o OUT (or --check / --dry-run)");
+    if (!check && !o.dry_run && !list_models && !out) return cli_usage("merge", "missing -o OUT (or --check / --dry-run)");
 #ifdef _OPENMP
     if (threads > 0) omp_set_num_threads((int)threads);
 #endif
@@ -183,6 +220,10 @@ int cmd_merge(int argc, char **argv)
         goto done;
     }
     print_warnings(&r->warnings);
+    if (list_models) {
+        print_models(r);
+        goto done;
+    }
     if (check) {
         printf("%s: ok (%zu document%s, %zu warning%s)\n", recipe_path, r->n_docs, r->n_docs == 1 ? "" : "s",
                r->warnings.n, r->warnings.n == 1 ? "" : "s");

@@ -157,10 +157,12 @@ al_status al_model_resolve_ex(const al_model_ref *ref, const al_resolve_opts *op
         goto cleanup;
     }
     looked(where, sizeof where, "%s%s", ref->path, " (local path)");
-    /* Only org/name (exactly one '/', not absolute or relative) is a hub id. */
+    /* A hub id is org/name (exactly one '/') or a legacy org-less name such as "gpt2";
+     * never an absolute, relative, home or Windows path. */
     const char *slash = strchr(ref->path, '/');
-    bool hub_id = slash && slash != ref->path && !strchr(slash + 1, '/') && slash[1] &&
-                  ref->path[0] != '.' && ref->path[0] != '~';
+    bool hub_id = ref->path[0] && ref->path[0] != '.' && ref->path[0] != '~' && ref->path[0] != '/' &&
+                  !strchr(ref->path, '\\') && !strchr(ref->path, ':') &&
+                  (!slash || (slash[1] && !strchr(slash + 1, '/')));
     if (hub_id && o.models_dir) {
         cand = join2(o.models_dir, ref->path);
         if (!cand) { st = al_errorf(err, AL_ERR_NOMEM, "out of memory"); goto cleanup; }
