@@ -425,8 +425,8 @@ static al_status plan_tensor(al_merge_job *j, const jb_slice *sl, const char *ou
         jt->inputs[i].model = m->ref;
         long ti = al_ckpt_find(m->ck, jt->inputs[i].tensor);
         if (ti < 0) {
-            s = al_errorf(err, AL_ERR_NOTFOUND, "%s: model '%s' (%s) has no tensor '%s' (needed for output '%s')",
-                          j->r->filename, m->ref, m->path, jt->inputs[i].tensor, out_name);
+            s = al_errorf(err, AL_ERR_NOTFOUND, "%s:%d:%d: model '%s' (%s) has no tensor '%s' (needed for output '%s')",
+                          j->r->filename, m->pos.line, m->pos.col, m->ref, m->path, jt->inputs[i].tensor, out_name);
             al_free(srcs);
             return s;
         }
@@ -445,8 +445,10 @@ static al_status plan_tensor(al_merge_job *j, const jb_slice *sl, const char *ou
         al_shape_str(a, sizeof a, ti->ndim, ti->shape);
         al_shape_str(b, sizeof b, jt->pub.ndim, rinfo->shape);
         if (!vocab) {
-            s = al_errorf(err, AL_ERR_SHAPE, "%s: tensor '%s': model '%s' has shape %s but '%s' has %s",
-                          j->r->filename, out_name, jt->inputs[i].model, a, jt->inputs[ref].model, b);
+            const jb_model *bm = &j->models[jt->in_model[i]];
+            s = al_errorf(err, AL_ERR_SHAPE, "%s:%d:%d: tensor '%s': model '%s' has shape %s but '%s' has %s",
+                          j->r->filename, bm->pos.line, bm->pos.col, out_name, jt->inputs[i].model, a,
+                          jt->inputs[ref].model, b);
             al_free(srcs);
             return s;
         }
@@ -464,8 +466,8 @@ static al_status plan_tensor(al_merge_job *j, const jb_slice *sl, const char *ou
     for (size_t i = 0; i < n && !jt->pub.copy; i++) {
         al_dtype dt = al_ckpt_info(j->models[jt->in_model[i]].ck, (size_t)jt->in_tensor[i])->dtype;
         if (!al_dtype_is_float(dt)) {
-            s = al_errorf(err, AL_ERR_DTYPE, "%s: tensor '%s' is %s in '%s' but %s in '%s'", j->r->filename,
-                          out_name, al_dtype_name(dt), jt->inputs[i].model, al_dtype_name(rinfo->dtype),
+            s = al_errorf(err, AL_ERR_DTYPE, "%s:%d:%d: tensor '%s' is %s in '%s' but %s in '%s'", j->r->filename,
+                          j->models[jt->in_model[i]].pos.line, j->models[jt->in_model[i]].pos.col, out_name, al_dtype_name(dt), jt->inputs[i].model, al_dtype_name(rinfo->dtype),
                           jt->inputs[ref].model);
             al_free(srcs);
             return s;
@@ -557,8 +559,9 @@ al_status al_merge_job_build(const al_recipe *r, size_t doc, const al_merge_opts
         if (al_hf_config_read(al_ckpt_dir(j->models[0].ck), &a, NULL) != AL_OK ||
             al_hf_config_read(al_ckpt_dir(j->models[i].ck), &b, NULL) != AL_OK) continue;
         if (a.present && b.present && strcmp(a.model_type, b.model_type) != 0) {
-            s = al_errorf(err, AL_ERR_RECIPE, "%s: models of different architectures: '%s' is %s, '%s' is %s "
-                          "(pass --allow-crimes to merge them anyway)", r->filename, j->models[0].ref,
+            s = al_errorf(err, AL_ERR_RECIPE, "%s:%d:%d: models of different architectures: '%s' is %s, '%s' is %s "
+                          "(pass --allow-crimes to merge them anyway)", r->filename, j->models[i].pos.line,
+                          j->models[i].pos.col, j->models[0].ref,
                           a.model_type, j->models[i].ref, b.model_type);
             goto fail;
         }

@@ -1,0 +1,322 @@
+/* tests/test_pipeline.c: recipes run end to end through merge/pipeline.c, checked
+ * against values computed here, independently, element by element:
+ *   - gradients over layers: t = layer/(L-1), tensors outside the blocks at t = 0;
+ *   - filters: first match wins, no match falls through to the next level;
+ *   - slices: layers renumbered, embeddings from the first slice, head from the last;
+ *   - errors: shapes that do not fit, missing tensors; nothing written on failure. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <cmocka.h>
+
+#include "../core/alloc.h"
+#include "../io/checkpoint.h"
+#include "../merge/pipeline.h"
+#include "../recipes/recipe.h"
+
+#define L 4      /* layers */
+#define D 6      /* hidden */
+#define V 10     /* vocab */
+#define F 8      /* mlp */
+
+static char g_dir[128];
+
+/* Value of element i of tensor `name` in model `m`: distinct per model/tensor/element. */
+static float val(int m, const char *name, int64_t i)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = name; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+    return (float)((int)((h >> 8) % 97) - 48) * 0.01f + (float)m * 0.25f + sinf((float)i) * (float)(m + 1) * 0.1f;
+}
+
+typedef struct { char name[96]; int ndim; int64_t shape[2]; } tspec;
+
+static int model_tensors(tspec *t, int dim)
+{
+    int n = 0;
+    snprintf(t[n].name, 96, "model.embed_tokens.weight"); t[n].ndim = 2; t[n].shape[0] = V; t[n].shape[1] = dim; n++;
+    for (int l = 0; l < L; l++) {
+        snprintf(t[n].name, 96, "model.layers.%d.self_attn.q_proj.weight", l); t[n].ndim = 2; t[n].shape[0] = dim; t[n].shape[1] = dim; n++;
+        snprintf(t[n].name, 96, "model.layers.%d.mlp.up_proj.weight", l); t[n].ndim = 2; t[n].shape[0] = F; t[n].shape[1] = dim; n++;
+        snprintf(t[n].name, 96, "model.layers.%d.input_layernorm.weight", l); t[n].ndim = 1; t[n].shape[0] = dim; n++;
+    }
+    snprintf(t[n].name, 96, "model.norm.weight"); t[n].ndim = 1; t[n].shape[0] = dim; n++;
+    snprintf(t[n].name, 96, "lm_head.weight"); t[n].ndim = 2; t[n].shape[0] = V; t[n].shape[1] = dim; n++;
+    return n;
+}
+
+static int64_t numel(const tspec *t) { return t->ndim == 1 ? t->shape[0] : t->shape[0] * t->shape[1]; }
+
+static void make_model(const char *name, int m, int dim)
+{
+    char path[256], cfg[300];
+    snprintf(path, sizeof path, "%s/%s", g_dir, name);
+    tspec t[64];
+    int n = model_tensors(t, dim);
+    al_error err = {0};
+    al_writer *w = NULL;
+    al_writer_opts o = {.format = AL_FMT_SAFETENSORS, .dir = true};
+    assert_int_equal(al_writer_open(&w, path, &o, &err), AL_OK);
+    for (int i = 0; i < n; i++) assert_int_equal(al_writer_add(w, t[i].name, AL_F32, t[i].ndim, t[i].shape, &err), AL_OK);
+    assert_int_equal(al_writer_begin(w, &err), AL_OK);
+    for (int i = 0; i < n; i++) {
+        float buf[256];
+        for (int64_t k = 0; k < numel(&t[i]); k++) buf[k] = val(m, t[i].name, k);
+        assert_int_equal(al_writer_write(w, buf, (uint64_t)numel(&t[i]) * 4, &err), AL_OK);
+    }
+    snprintf(cfg, sizeof cfg, "%s/config.json", al_writer_tmpdir(w));
+    FILE *f = fopen(cfg, "w");
+    fprintf(f, "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"num_hidden_layers\": %d}\n", L);
+    fclose(f);
+    if (al_writer_commit(w, &err) != AL_OK) fail_msg("%s", err.msg);
+    al_writer_free(w);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(g_dir, sizeof g_dir, "/tmp/alloy-test-pipeline.XXXXXX");
+    if (!mkdtemp(g_dir)) return -1;
+    make_model("base", 0, D);
+    make_model("ft1", 1, D);
+    make_model("ft2", 2, D);
+    make_model("wide", 3, D + 2);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    return system(cmd);
+}
+
+/* Replace every "DIR" in the recipe template with the test directory. */
+static al_status run_recipe(const char *tmpl, const char *out, al_error *err)
+{
+    char text[4096] = {0};
+    size_t o = 0;
+    for (const char *p = tmpl; *p && o + 200 < sizeof text;) {
+        if (strncmp(p, "DIR", 3) == 0) { o += (size_t)snprintf(text + o, sizeof text - o, "%s", g_dir); p += 3; }
+        else text[o++] = *p++;
+    }
+    al_recipe *r = NULL;
+    al_status s = al_recipe_parse_string(text, strlen(text), "test.yaml", NULL, &r, err);
+    if (s != AL_OK) return s;
+    char op[300];
+    snprintf(op, sizeof op, "%s/%s", g_dir, out);
+    al_merge_opts mo = {0};
+    s = al_merge_run(r, op, &mo, err);
+    al_recipe_free(r);
+    return s;
+}
+
+static float *read_out(const char *out, const char *tensor, int64_t *n)
+{
+    char p[300];
+    snprintf(p, sizeof p, "%s/%s", g_dir, out);
+    al_error err = {0};
+    al_ckpt *c = NULL;
+    if (al_ckpt_open(&c, p, &err) != AL_OK) fail_msg("%s", err.msg);
+    long i = al_ckpt_find(c, tensor);
+    if (i < 0) fail_msg("output has no tensor %s", tensor);
+    const al_tensor_info *t = al_ckpt_info(c, (size_t)i);
+    al_shape_numel(t->ndim, t->shape, n);
+    float *buf = malloc((size_t)*n * 4 + 4);
+    assert_int_equal(al_ckpt_read(c, (size_t)i, 0, t->shape[0], buf, AL_F32, &err), AL_OK);
+    al_ckpt_close(c);
+    return buf;
+}
+
+static void expect_close(float got, double want, const char *what, int64_t i)
+{
+    if (fabs((double)got - want) > 1e-6 * (1.0 + fabs(want)))
+        fail_msg("%s[%lld]: got %.9g, want %.9g", what, (long long)i, (double)got, want);
+}
+
+/* task_arithmetic with lambda: [0.2, 1.0]: layer l gets 0.2 + 0.8 l/3; the embedding,
+ * final norm and head are evaluated at t = 0. */
+static void test_lambda_gradient(void **state)
+{
+    (void)state;
+    al_error err = {0};
+    const char *recipe =
+        "merge_method: task_arithmetic\n"
+        "base_model: DIR/base\n"
+        "models:\n"
+        "  - model: DIR/ft1\n"
+        "    parameters: {weight: 0.5}\n"
+        "  - model: DIR/ft2\n"
+        "    parameters: {weight: 0.25}\n"
+        "parameters:\n"
+        "  lambda: [0.2, 1.0]\n";
+    if (run_recipe(recipe, "ta", &err) != AL_OK) fail_msg("%s", err.msg);
+    tspec t[64];
+    int n = model_tensors(t, D);
+    for (int k = 0; k < n; k++) {
+        int layer = -1;
+        sscanf(t[k].name, "model.layers.%d.", &layer);
+        double lambda = layer >= 0 ? 0.2 + 0.8 * layer / (L - 1.0) : 0.2;
+        int64_t ne;
+        float *o = read_out("ta", t[k].name, &ne);
+        for (int64_t i = 0; i < ne; i++) {
+            double b = val(0, t[k].name, i);
+            double want = b + lambda * (0.5 * ((double)val(1, t[k].name, i) - b) + 0.25 * ((double)val(2, t[k].name, i) - b));
+            expect_close(o[i], want, t[k].name, i);
+        }
+        free(o);
+    }
+}
+
+/* linear, per-model conditional weights: ft1 gets 0.3 on q_proj, a [0,1] gradient on
+ * mlp, and falls through to the top-level 0.7 elsewhere; ft2 always 0.7. */
+static void test_filters(void **state)
+{
+    (void)state;
+    al_error err = {0};
+    const char *recipe =
+        "merge_method: linear\n"
+        "models:\n"
+        "  - model: DIR/ft1\n"
+        "    parameters:\n"
+        "      weight:\n"
+        "        - filter: q_proj\n"
+        "          value: 0.3\n"
+        "        - filter: mlp\n"
+        "          value: [0, 1]\n"
+        "  - model: DIR/ft2\n"
+        "parameters:\n"
+        "  weight: 0.7\n"
+        "  normalize: false\n";
+    if (run_recipe(recipe, "lin", &err) != AL_OK) fail_msg("%s", err.msg);
+    tspec t[64];
+    int n = model_tensors(t, D);
+    for (int k = 0; k < n; k++) {
+        int layer = -1;
+        sscanf(t[k].name, "model.layers.%d.", &layer);
+        double w1 = 0.7;
+        if (strstr(t[k].name, "q_proj")) w1 = 0.3;
+        else if (strstr(t[k].name, "mlp")) w1 = layer / (L - 1.0);
+        int64_t ne;
+        float *o = read_out("lin", t[k].name, &ne);
+        for (int64_t i = 0; i < ne; i++)
+            expect_close(o[i], w1 * val(1, t[k].name, i) + 0.7 * val(2, t[k].name, i), t[k].name, i);
+        free(o);
+    }
+}
+
+/* passthrough slices: ft1 layers [0,2) then ft2 layers [1,3) -> 4 output layers. */
+static void test_slices(void **state)
+{
+    (void)state;
+    al_error err = {0};
+    const char *recipe =
+        "slices:\n"
+        "  - sources:\n"
+        "      - model: DIR/ft1\n"
+        "        layer_range: [0, 2]\n"
+        "  - sources:\n"
+        "      - model: DIR/ft2\n"
+        "        layer_range: [1, 3]\n"
+        "        parameters:\n"
+        "          scale:\n"
+        "            - filter: up_proj\n"
+        "              value: 2.0\n"
+        "merge_method: passthrough\n"
+        "dtype: float32\n";
+    if (run_recipe(recipe, "slices", &err) != AL_OK) fail_msg("%s", err.msg);
+    const int src_model[4] = {1, 1, 2, 2}, src_layer[4] = {0, 1, 1, 2};
+    for (int l = 0; l < 4; l++) {
+        const char *kinds[3] = {"self_attn.q_proj", "mlp.up_proj", "input_layernorm"};
+        for (int k = 0; k < 3; k++) {
+            char on[96], in[96];
+            snprintf(on, sizeof on, "model.layers.%d.%s.weight", l, kinds[k]);
+            snprintf(in, sizeof in, "model.layers.%d.%s.weight", src_layer[l], kinds[k]);
+            double scale = src_model[l] == 2 && k == 1 ? 2.0 : 1.0;
+            int64_t ne;
+            float *o = read_out("slices", on, &ne);
+            for (int64_t i = 0; i < ne; i++) expect_close(o[i], scale * val(src_model[l], in, i), on, i);
+            free(o);
+        }
+    }
+    int64_t ne;
+    float *o = read_out("slices", "model.embed_tokens.weight", &ne);      /* first slice */
+    for (int64_t i = 0; i < ne; i++) expect_close(o[i], val(1, "model.embed_tokens.weight", i), "embed", i);
+    free(o);
+    o = read_out("slices", "lm_head.weight", &ne);                       /* last slice */
+    for (int64_t i = 0; i < ne; i++) expect_close(o[i], val(2, "lm_head.weight", i), "lm_head", i);
+    free(o);
+    /* no layer 4 and the config says 4 layers */
+    char p[300];
+    snprintf(p, sizeof p, "%s/slices", g_dir);
+    al_ckpt *c = NULL;
+    assert_int_equal(al_ckpt_open(&c, p, &err), AL_OK);
+    assert_int_equal(al_ckpt_find(c, "model.layers.4.mlp.up_proj.weight"), -1);
+    assert_int_equal(al_ckpt_count(c), 1 + 4 * 3 + 2);
+    al_ckpt_close(c);
+    snprintf(p, sizeof p, "%s/slices/config.json", g_dir);
+    FILE *f = fopen(p, "r");
+    char buf[1024] = {0};
+    assert_non_null(f);
+    assert_true(fread(buf, 1, sizeof buf - 1, f) > 0);
+    fclose(f);
+    assert_non_null(strstr(buf, "\"num_hidden_layers\": 4"));
+}
+
+static bool exists_out(const char *out)
+{
+    char p[300];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/%s", g_dir, out);
+    return stat(p, &st) == 0;
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    al_error err = {0};
+    /* shapes that do not fit: named tensor, both shapes */
+    const char *bad_shape =
+        "merge_method: task_arithmetic\nbase_model: DIR/base\nmodels:\n  - model: DIR/wide\n    parameters: {weight: 1}\n";
+    assert_int_equal(run_recipe(bad_shape, "bad1", &err), AL_ERR_SHAPE);
+    if (!strstr(err.msg, "tensor 'model.embed_tokens.weight': model '") || !strstr(err.msg, "/wide' has shape [10, 8]") ||
+        !strstr(err.msg, "/base' has [10, 6]"))
+        fail_msg("message: %s", err.msg);
+    assert_false(exists_out("bad1"));
+    /* layer range past the model */
+    const char *bad_range =
+        "slices:\n  - sources:\n      - model: DIR/ft1\n        layer_range: [2, 9]\nmerge_method: passthrough\n";
+    assert_int_equal(run_recipe(bad_range, "bad2", &err), AL_ERR_RECIPE);
+    assert_non_null(strstr(err.msg, "test.yaml:4:22"));
+    assert_false(exists_out("bad2"));
+    /* missing model */
+    const char *missing =
+        "merge_method: linear\nmodels:\n  - model: DIR/nope\n    parameters: {weight: 1}\n";
+    assert_int_equal(run_recipe(missing, "bad3", &err), AL_ERR_NOTFOUND);
+    assert_non_null(strstr(err.msg, "test.yaml:3:"));
+    assert_false(exists_out("bad3"));
+    /* slerp without t */
+    const char *no_t =
+        "merge_method: slerp\nbase_model: DIR/base\nmodels:\n  - model: DIR/ft1\n";
+    assert_int_not_equal(run_recipe(no_t, "bad4", &err), AL_OK);
+    assert_non_null(strstr(err.msg, "'t'"));
+    assert_false(exists_out("bad4"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lambda_gradient),
+        cmocka_unit_test(test_filters),
+        cmocka_unit_test(test_slices),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
