@@ -87,7 +87,10 @@ unit: $(TEST_BINS)
 e2e: $(BIN) $(BENCH_BINS)
 	@ALLOY=$(abspath $(BIN)) GEN=$(abspath $(BUILD)/bench/gen_llama) sh tests/e2e/run.sh
 
-test: unit e2e
+# unit first, then e2e (sequential so the logs read in order; builds still use -j)
+test: $(TEST_BINS) $(BIN) $(BENCH_BINS)
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory e2e
 
 # Sanitizer build: separate tree so it never mixes objects with the normal build.
 asan:

@@ -9,9 +9,10 @@ ALLOY=$B/alloy PM=$B/bench/peakmem GEN=$B/bench/gen_llama
 D=${BENCH_DATA:-bench/data}
 mkdir -p "$D"
 what=${1:-convert}
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || echo "(cannot drop caches here)"; }
 
 now() { date +%s.%N; }
-secs() { echo "$2 - $1" | bc; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 
 if [ "$what" = convert ]; then
     # ~1.0B parameters, Llama-shaped (20 layers, dim 2048, ffn 5632, GQA 32/4 heads, vocab 32000), F32 = 4.0 GB
@@ -37,4 +38,50 @@ if [ "$what" = convert ]; then
     rm -f "$D/m.h5"
     $PM $ALLOY convert "$D/f32" "$D/m.h5"
     rm -rf "$D/bf16" "$D/f32b" "$D/sh" "$D/m.h5"
+fi
+
+if [ "$what" = merge ]; then
+    # TIES (density 0.5) over a base + 3 fine-tunes of a ~1B-parameter Llama-shaped model in bf16
+    # (20 layers, dim 2048, ffn 5632, GQA 32/4, vocab 32000: 1.01B parameters, 2.0 GB per model).
+    G="--layers 20 --dim 2048 --ffn 5632 --vocab 32000 --dtype bf16 --base-seed 1"
+    [ -f "$D/base/model.safetensors" ] || $GEN "$D/base" $G --seed 1 --delta 0
+    for i in 1 2 3; do
+        [ -f "$D/ft$i/model.safetensors" ] || $GEN "$D/ft$i" $G --seed $((i + 1)) --delta 0.002
+    done
+    {
+        echo "merge_method: ties"
+        echo "base_model: $D/base"
+        echo "models:"
+        for i in 1 2 3; do
+            echo "  - model: $D/ft$i"
+            echo "    parameters: {weight: 1.0, density: 0.5}"
+        done
+        echo "parameters: {normalize: true}"
+        echo "dtype: bfloat16"
+    } >"$D/ties.yaml"
+    du -ch "$D"/base/model.safetensors "$D"/ft*/model.safetensors | tail -1
+    floor() {
+        echo "-- I/O floor: read the 4 inputs once, write one output-sized file (fsync)"
+        s0=$(now)
+        cat "$D"/base/model.safetensors "$D"/ft*/model.safetensors >/dev/null
+        s1=$(now)
+        dd if=/dev/zero of="$D/floor.bin" bs=4M count=$(( $(stat -c %s "$D/base/model.safetensors") / 4194304 )) conv=fsync 2>/dev/null
+        s2=$(now)
+        rm -f "$D/floor.bin"
+        echo "floor: read $(secs $s0 $s1) s + write $(secs $s1 $s2) s = $(secs $s0 $s2) s"
+    }
+    echo "== warm (inputs in the page cache)"
+    cat "$D"/base/model.safetensors "$D"/ft*/model.safetensors >/dev/null
+    floor
+    for t in 2 1; do
+        rm -rf "$D/out"
+        echo "-- alloy merge, $t thread(s)"
+        $PM $ALLOY merge "$D/ties.yaml" -o "$D/out" --threads $t --quiet
+    done
+    echo "== cold (page cache dropped before each)"
+    drop_caches; floor
+    drop_caches; rm -rf "$D/out"
+    echo "-- alloy merge, 2 threads"
+    $PM $ALLOY merge "$D/ties.yaml" -o "$D/out" --threads 2 --quiet
+    rm -rf "$D/out"
 fi
