@@ -22,7 +22,6 @@
  *       norm < 1e-7) or, for random/della with AL_RESCALE_INV_P, delta_m / p (papers).
  * Combination runs in double, rounded to F32 once. */
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "../core/alloc.h"
@@ -184,7 +183,7 @@ static al_status gta_init(const gta_kind *K, void **out, const al_merge_params *
     g->dm = al_malloc(ne * sizeof(double));
     g->dr = al_malloc(ne * sizeof(float));
     g->keys = al_malloc(ne * sizeof(uint32_t));
-    if (K->sp == SP_DELLA) g->sortbuf = al_malloc((size_t)g->sub * sizeof(uint64_t));
+    if (K->sp == SP_DELLA) g->sortbuf = al_malloc((size_t)g->sub * 2 * sizeof(uint64_t));
     if (!g->dm || !g->dr || !g->keys || (K->sp == SP_DELLA && !g->sortbuf)) {
         s = al_errorf(err, AL_ERR_NOMEM, "%s: out of memory for merge scratch", al_tname(p));
         goto fail;
@@ -232,10 +231,23 @@ static void sub_deltas(void *vc, int64_t i0, int64_t i1)
     }
 }
 
-static int cmp_u64(const void *a, const void *b)
+/* Stable LSD radix sort (4 x 8 bits) of (key, idx) pairs by key ascending. Result
+ * in ka/ia; kb/ib are scratch of the same length. */
+static void radix_sort_pairs(uint32_t *ka, uint32_t *ia, uint32_t *kb, uint32_t *ib, int64_t n)
 {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
+    for (int sh = 0; sh < 32; sh += 8) {
+        int64_t cnt[257] = { 0 };
+        for (int64_t j = 0; j < n; j++) cnt[((ka[j] >> sh) & 0xffu) + 1]++;
+        if (cnt[1] == n || cnt[256] == n) continue;   /* all in one bucket (cheap skip) */
+        for (int b = 0; b < 256; b++) cnt[b + 1] += cnt[b];
+        for (int64_t j = 0; j < n; j++) {
+            int64_t d = cnt[(ka[j] >> sh) & 0xffu]++;
+            kb[d] = ka[j];
+            ib[d] = ia[j];
+        }
+        memcpy(ka, kb, (size_t)n * sizeof *ka);
+        memcpy(ia, ib, (size_t)n * sizeof *ia);
+    }
 }
 
 /* DELLA on rows [r0, r1) of the sub-chunk for model i. Ascending rank in the total
@@ -249,13 +261,14 @@ static void della_rows(sub_ctx *c, int i, int64_t r0, int64_t r1)
     const uint32_t *k = g->keys + (size_t)i * g->sub;
     double *dm = g->dm + (size_t)i * g->sub;
     for (int64_t r = r0; r < r1; r++) {
-        uint64_t *sb = g->sortbuf + r * C;
+        uint32_t *ka = (uint32_t *)(g->sortbuf + 2 * r * C), *ia = ka + C, *kb = ia + C, *ib = kb + C;
         const int64_t o = r * C;
-        for (int64_t j = 0; j < C; j++)
-            sb[j] = ((uint64_t)k[o + j] << 32) | (uint64_t)(0xffffffffu - (uint32_t)j);
-        qsort(sb, (size_t)C, sizeof *sb, cmp_u64);
+        /* fill in descending index order: the stable sort then ranks equal keys
+         * with the higher index lower (the documented tie order) */
+        for (int64_t j = 0; j < C; j++) { ka[j] = k[o + C - 1 - j]; ia[j] = (uint32_t)(C - 1 - j); }
+        radix_sort_pairs(ka, ia, kb, ib, C);
         for (int64_t rank = 0; rank < C; rank++) {
-            int64_t j = (int64_t)(0xffffffffu - (uint32_t)(sb[rank] & 0xffffffffu));
+            int64_t j = (int64_t)ia[rank];
             /* C == 1 divides by zero in mergekit; we use p = density there */
             double pk = C > 1 ? (d - e) + 2.0 * e * (double)rank / (double)(C - 1) : d;
             if (pk < 0.0) pk = 0.0;

@@ -15,6 +15,7 @@
 #include <omp.h>
 #endif
 
+#include "../core/alloc.h"
 #include "../core/dtype.h"
 #include "../core/rng.h"
 #include "../merge/kernels_internal.h"
@@ -695,6 +696,38 @@ static void test_determinism(void **st)
     free(o1); free(o2);
 }
 
+/* every init path: failing the k-th allocation gives AL_ERR_NOMEM and leaks nothing
+ * (ASan's leak checker watches the asan build) */
+static void test_alloc_fail(void **st)
+{
+    (void)st;
+    const int64_t N = 64;
+    float *b, *x[3], out[64];
+    make_models(&b, x, 3, N, false);
+    const double d[3] = { 0.5, 0.5, 0.5 }, e[3] = { 0.1, 0.1, 0.1 };
+    const al_method *const *ms = al_method_list();
+    for (int mi = 0; ms[mi]; mi++) {
+        const char *nm = ms[mi]->name;
+        al_merge_params p;
+        al_merge_params_init(&p);
+        p.density = d; p.epsilon = e; p.t = 0.5; p.select_topk = 0.5; p.ndim = 2; p.row_len = 8;
+        int n = 3;
+        const float *bb = b;
+        if (!strcmp(nm, "slerp") || !strcmp(nm, "nearswap") || !strcmp(nm, "arcee_fusion")) n = 1;
+        if (!strcmp(nm, "nuslerp")) n = 2;
+        if (!strcmp(nm, "passthrough")) { n = 1; bb = NULL; }
+        if (!strcmp(nm, "linear")) bb = NULL;
+        for (long k = 1; k < 40; k++) {
+            al_alloc_fail_at(k);
+            al_status s = run_st(nm, &p, bb, (const float *const *)x, n, N, out);
+            al_alloc_fail_at(0);
+            if (s == AL_OK) break;
+            if (s != AL_ERR_NOMEM) fail_msg("%s: fail at %ld gave %d", nm, k, (int)s);
+        }
+    }
+    free(b); for (int i = 0; i < 3; i++) free(x[i]);
+}
+
 static void test_registry(void **st)
 {
     (void)st;
@@ -744,6 +777,7 @@ int main(void)
         cmocka_unit_test(test_geometric_refs),
         cmocka_unit_test(test_arcee_fusion),
         cmocka_unit_test(test_determinism),
+        cmocka_unit_test(test_alloc_fail),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
