@@ -705,7 +705,7 @@ static void test_alloc_fail(void **st)
     float *b, *x[3], out[64];
     make_models(&b, x, 3, N, false);
     const double d[3] = { 0.5, 0.5, 0.5 }, e[3] = { 0.1, 0.1, 0.1 };
-    const al_method *const *ms = al_method_list();
+    const al_merge_method *const *ms = al_merge_method_list();
     for (int mi = 0; ms[mi]; mi++) {
         const char *nm = ms[mi]->name;
         al_merge_params p;
