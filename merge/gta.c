@@ -63,6 +63,7 @@ typedef struct {
     float *dr;                       /* n*sub: raw deltas */
     uint32_t *keys;                  /* n*sub */
     uint64_t *sortbuf;               /* sub (della) */
+    uint32_t *tieblk;                /* sub/AL_MERGE_BLOCK + 1: ties at a cut per block */
 } gta_state;
 
 static void gta_free(void *vs)
@@ -75,6 +76,7 @@ static void gta_free(void *vs)
     al_free(g->dr);
     al_free(g->keys);
     al_free(g->sortbuf);
+    al_free(g->tieblk);
     al_free(g);
 }
 
@@ -184,7 +186,8 @@ static al_status gta_init(const gta_kind *K, void **out, const al_merge_params *
     g->dr = al_malloc(ne * sizeof(float));
     g->keys = al_malloc(ne * sizeof(uint32_t));
     if (K->sp == SP_DELLA) g->sortbuf = al_malloc((size_t)g->sub * 2 * sizeof(uint64_t));
-    if (!g->dm || !g->dr || !g->keys || (K->sp == SP_DELLA && !g->sortbuf)) {
+    g->tieblk = al_calloc((size_t)(g->sub / AL_MERGE_BLOCK + 2), sizeof(uint32_t));
+    if (!g->dm || !g->dr || !g->keys || !g->tieblk || (K->sp == SP_DELLA && !g->sortbuf)) {
         s = al_errorf(err, AL_ERR_NOMEM, "%s: out of memory for merge scratch", al_tname(p));
         goto fail;
     }
@@ -217,7 +220,7 @@ typedef struct {
     float *out;
 } sub_ctx;
 
-static void sub_deltas(void *vc, int64_t i0, int64_t i1)
+AL_HOT static void sub_deltas(void *vc, int64_t i0, int64_t i1)
 {
     sub_ctx *c = vc;
     gta_state *g = c->g;
@@ -288,60 +291,124 @@ static void della_fn(void *vj, int64_t r0, int64_t r1)
     della_rows(J->c, J->i, r0, r1);
 }
 
-static void sub_sparsify_model(sub_ctx *c, int i)
+/* Sparsify elements [j0, j1) of model i's sub-chunk (all modes but WINDOW and DELLA,
+ * which have their own passes below). Element-independent, so any split gives the
+ * same bytes. */
+static void sparsify_range(sub_ctx *c, int i, int64_t j0, int64_t j1)
 {
     gta_state *g = c->g;
-    const int64_t len = c->len;
     const float *dr = g->dr + (size_t)i * g->sub;
     const uint32_t *k = g->keys + (size_t)i * g->sub;
     double *dm = g->dm + (size_t)i * g->sub;
     switch (g->mode[i]) {
     case MD_IDENTITY:
-        for (int64_t j = 0; j < len; j++) dm[j] = dr[j];
+        for (int64_t j = j0; j < j1; j++) dm[j] = dr[j];
         break;
     case MD_ZERO:
-        for (int64_t j = 0; j < len; j++) dm[j] = 0.0;
+        for (int64_t j = j0; j < j1; j++) dm[j] = 0.0;
         break;
-    case MD_WINDOW: {
-        al_rankcut *lo = &g->cut_lo[i], *hi = &g->cut_hi[i];
-        for (int64_t j = 0; j < len; j++) {
-            bool below_hi = al_rankcut_below(hi, k[j]);   /* both advance tie counters */
-            bool below_lo = al_rankcut_below(lo, k[j]);
-            dm[j] = (below_hi && !below_lo) ? (double)dr[j] : 0.0;
-        }
-        break;
-    }
     case MD_THRESH: {
         uint32_t tk = al_abs_key(g->inj[i]);
-        for (int64_t j = 0; j < len; j++) dm[j] = k[j] >= tk ? (double)dr[j] : 0.0;
+        for (int64_t j = j0; j < j1; j++) dm[j] = k[j] >= tk ? (double)dr[j] : 0.0;
         break;
     }
     case MD_RANDOM: {
         const double d = g->dens[i];
-        for (int64_t j = 0; j < len; j++) {
+        for (int64_t j = j0; j < j1; j++) {
             double u = al_rng_unit_at(g->rkey[i], (uint64_t)(c->goff + j));
             dm[j] = u < d ? (g->rmode == AL_RESCALE_INV_P ? (double)dr[j] / d : (double)dr[j]) : 0.0;
         }
         break;
     }
-    case MD_DELLA:      /* done row-parallel in sub_sparsify */
+    default:
         break;
     }
 }
 
-/* Random and della are element/row-parallel; window cuts are sequential per model
- * (tie counters), parallel across models. */
+typedef struct { sub_ctx *c; int i; } model_job;
+
+static void sparsify_fn(void *vj, int64_t j0, int64_t j1)
+{
+    model_job *J = vj;
+    sparsify_range(J->c, J->i, j0, j1);
+}
+
+/* A rank cut decided without its tie counter: 1 inside, 0 outside, -1 a tie at the
+ * threshold, which only the in-order counter can decide. */
+static inline int cut_fixed(const al_rankcut *c, uint32_t key)
+{
+    if (c->kind != 2) return c->kind == 1;
+    return key > c->thr ? 1 : key < c->thr ? 0 : -1;
+}
+
+/* WINDOW (TIES top-k, breadcrumbs band), in parallel: every element whose key is not
+ * at a cut's threshold is decided independently; ties are counted per block and
+ * settled afterwards in element order (window_ties), which is what the rank order
+ * (key desc, then index asc) requires. */
+AL_HOT static void window_fn(void *vj, int64_t j0, int64_t j1)
+{
+    model_job *J = vj;
+    gta_state *g = J->c->g;
+    const int i = J->i;
+    const float *dr = g->dr + (size_t)i * g->sub;
+    const uint32_t *k = g->keys + (size_t)i * g->sub;
+    double *dm = g->dm + (size_t)i * g->sub;
+    const al_rankcut *hi = &g->cut_hi[i], *lo = &g->cut_lo[i];
+    uint32_t ties = 0;
+    if (hi->kind == 2 && lo->kind == 0) {          /* TIES top-k: one cut, branch-free */
+        const uint32_t thr = hi->thr;
+        for (int64_t j = j0; j < j1; j++) {
+            ties += k[j] == thr;
+            dm[j] = k[j] > thr ? (double)dr[j] : 0.0;
+        }
+        g->tieblk[j0 / AL_MERGE_BLOCK] = ties;
+        return;
+    }
+    for (int64_t j = j0; j < j1; j++) {
+        int h = cut_fixed(hi, k[j]), l = cut_fixed(lo, k[j]);
+        ties += (uint32_t)((h < 0) | (l < 0));
+        dm[j] = (h > 0 && l == 0) ? (double)dr[j] : 0.0;
+    }
+    g->tieblk[j0 / AL_MERGE_BLOCK] = ties;
+}
+
+static void window_ties(sub_ctx *c, int i)
+{
+    gta_state *g = c->g;
+    const float *dr = g->dr + (size_t)i * g->sub;
+    const uint32_t *k = g->keys + (size_t)i * g->sub;
+    double *dm = g->dm + (size_t)i * g->sub;
+    al_rankcut *hi = &g->cut_hi[i], *lo = &g->cut_lo[i];
+    for (int64_t b = 0; b * AL_MERGE_BLOCK < c->len; b++) {
+        if (!g->tieblk[b]) continue;
+        int64_t j1 = (b + 1) * AL_MERGE_BLOCK < c->len ? (b + 1) * AL_MERGE_BLOCK : c->len;
+        for (int64_t j = b * AL_MERGE_BLOCK; j < j1; j++) {
+            if (cut_fixed(hi, k[j]) >= 0 && cut_fixed(lo, k[j]) >= 0) continue;
+            bool below_hi = al_rankcut_below(hi, k[j]);   /* both advance their tie counters */
+            bool below_lo = al_rankcut_below(lo, k[j]);
+            dm[j] = (below_hi && !below_lo) ? (double)dr[j] : 0.0;
+        }
+    }
+}
+
+/* Each model's sub-chunk is split over the threads by element ranges (models one
+ * after another), so the work stays balanced whatever the number of models. */
 static void sub_sparsify(sub_ctx *c)
 {
     gta_state *g = c->g;
     al_par_ranges(c->len, AL_MERGE_BLOCK, sub_deltas, c);
     const int n = g->n;
-    AL_OMP_FOR
-    for (int i = 0; i < n; i++) sub_sparsify_model(c, i);
     for (int i = 0; i < n; i++) {
-        if (g->mode[i] != MD_DELLA) continue;
-        della_job J = { c, i };
-        al_par_ranges(c->len / g->row_len, 1, della_fn, &J);
+        model_job J = { c, i };
+        if (g->mode[i] == MD_WINDOW) {
+            al_par_ranges(c->len, AL_MERGE_BLOCK, window_fn, &J);
+            window_ties(c, i);
+        } else if (g->mode[i] == MD_DELLA) {
+            della_job D = { c, i };
+            al_par_ranges(c->len / g->row_len, 1, della_fn, &D);
+        } else {
+            al_par_ranges(c->len, AL_MERGE_BLOCK, sparsify_fn, &J);
+        }
     }
 }
 
@@ -415,30 +482,59 @@ static al_status gta_finish(void *vs, int pass, al_error *err)
     return AL_OK;
 }
 
-static void combine_fn(void *vc, int64_t i0, int64_t i1)
+/* Per element: TIES elects the sign of sum_i w_i d_i (an exact 0 elects +), then
+ * averages the agreeing, nonzero weighted deltas (the disjoint mean); other methods
+ * sum. Loops run over a tile of elements with the model loop outside, so they
+ * vectorize; each element still adds its models in index order, so the bytes do not
+ * depend on the tiling. */
+#define COMBINE_TILE 256
+AL_HOT static void combine_fn(void *vc, int64_t i0, int64_t i1)
 {
     sub_ctx *c = vc;
     gta_state *g = c->g;
     const int n = g->n;
-    for (int64_t j = i0; j < i1; j++) {
-        double M = 0.0, D;
+    double S[COMBINE_TILE], M[COMBINE_TILE], Dn[COMBINE_TILE];
+    for (int64_t t0 = i0; t0 < i1; t0 += COMBINE_TILE) {
+        const int64_t L = i1 - t0 < COMBINE_TILE ? i1 - t0 : COMBINE_TILE;
+        for (int64_t j = 0; j < L; j++) { M[j] = 0.0; Dn[j] = g->Dsc; }
         if (g->kind.consensus) {
-            double s = 0.0;
-            for (int i = 0; i < n; i++) s += g->w[i] * (g->dm[(size_t)i * g->sub + j] * g->rs[i]);
-            const bool pos = s >= 0.0;              /* sum of exactly 0 elects + */
-            D = 0.0;
+            for (int64_t j = 0; j < L; j++) { S[j] = 0.0; Dn[j] = 0.0; }
             for (int i = 0; i < n; i++) {
-                double u = g->w[i] * (g->dm[(size_t)i * g->sub + j] * g->rs[i]);
-                if (pos ? u > 0.0 : u < 0.0) { M += u; D += g->w[i]; }   /* zeros never vote */
+                const double *d = g->dm + (size_t)i * g->sub + t0, wi = g->w[i], ri = g->rs[i];
+                for (int64_t j = 0; j < L; j++) S[j] += wi * (d[j] * ri);
             }
-            if (D == 0.0) D = 1.0;
+            for (int i = 0; i < n; i++) {
+                const double *d = g->dm + (size_t)i * g->sub + t0, wi = g->w[i], ri = g->rs[i];
+                for (int64_t j = 0; j < L; j++) {
+                    double u = wi * (d[j] * ri);
+                    /* elected + (S >= 0, an exact 0 included) takes u > 0, else u < 0;
+                     * zeros never vote. Written without branches so it vectorizes. */
+                    int64_t pos = S[j] >= 0.0;
+                    uint64_t take = -(uint64_t)((pos & (u > 0.0)) | (!pos & (u < 0.0)));
+                    uint64_t ub, wb;
+                    memcpy(&ub, &u, 8);
+                    memcpy(&wb, &wi, 8);
+                    ub &= take;                     /* untaken: +0.0, which adds nothing */
+                    wb &= take;
+                    double ut, wt;
+                    memcpy(&ut, &ub, 8);
+                    memcpy(&wt, &wb, 8);
+                    M[j] += ut;
+                    Dn[j] += wt;
+                }
+            }
+            for (int64_t j = 0; j < L; j++) Dn[j] = Dn[j] == 0.0 ? 1.0 : Dn[j];
         } else {
-            for (int i = 0; i < n; i++) M += g->w[i] * (g->dm[(size_t)i * g->sub + j] * g->rs[i]);
-            D = g->Dsc;
+            for (int i = 0; i < n; i++) {
+                const double *d = g->dm + (size_t)i * g->sub + t0, wi = g->w[i], ri = g->rs[i];
+                for (int64_t j = 0; j < L; j++) M[j] += wi * (d[j] * ri);
+            }
         }
-        if (g->normalize) M /= D;
-        if (g->lambda != 1.0) M *= g->lambda;
-        c->out[j] = (float)((double)c->b[j] + M);
+        const float *b = c->b + t0;
+        float *o = c->out + t0;
+        if (g->normalize) for (int64_t j = 0; j < L; j++) M[j] /= Dn[j];
+        if (g->lambda != 1.0) for (int64_t j = 0; j < L; j++) M[j] *= g->lambda;
+        for (int64_t j = 0; j < L; j++) o[j] = (float)((double)b[j] + M[j]);
     }
 }
 

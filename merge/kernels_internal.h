@@ -16,6 +16,15 @@
  * independent of the caller's chunk size. */
 #define AL_SUB ((int64_t)1 << 16)
 
+/* Hot element loops get an AVX2 clone picked at load time (glibc ifunc) besides the
+ * baseline x86-64 one. -std=c11 keeps FP contraction off and avx2 alone implies no
+ * FMA, so both clones compute the same bits. Not under sanitizers or other targets. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define AL_HOT __attribute__((target_clones("avx2", "default")))
+#else
+#define AL_HOT
+#endif
+
 int al_kern_threads(void);
 
 /* OpenMP pragmas via _Pragma so that the NO_OMP build (where -Wall would reject an

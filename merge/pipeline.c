@@ -14,6 +14,7 @@
 #include "../core/rng.h"
 #include "../io/hfdir.h"
 #include "../io/names.h"
+#include "kernels_internal.h"
 #include "method.h"
 
 #define DEFAULT_SHARD_SIZE 5000000000ull          /* mergekit's --out-shard-size 5B */
@@ -56,6 +57,7 @@ typedef struct {
     double weight[AL_MERGE_MAX_MODELS], density[AL_MERGE_MAX_MODELS], gamma[AL_MERGE_MAX_MODELS],
            epsilon[AL_MERGE_MAX_MODELS], scale[AL_MERGE_MAX_MODELS];
     bool set_weight, set_density, set_gamma, set_epsilon, set_scale;
+    bool trim_model;           /* ties trim_scope: model */
     al_merge_params mp;
 } jb_tensor;
 
@@ -73,7 +75,23 @@ struct al_merge_job {
     long out_layers;
     int donor;                 /* model whose config.json is copied */
     int tok_donor;             /* model whose tokenizer files are copied */
+    float trim_thr[AL_MERGE_MAX_MODELS];   /* trim_scope: model thresholds per task */
+    /* input buffers reused from tensor to tensor: freeing and re-allocating a few
+     * hundred MB per tensor would have the kernel zero fresh pages every time */
+    float *pool[AL_MERGE_MAX_MODELS + 1];
+    size_t pool_cap[AL_MERGE_MAX_MODELS + 1];
 };
+
+/* Buffer `slot` with room for n floats, grown as needed, owned by the job. */
+static float *pool_get(al_merge_job *j, size_t slot, size_t n)
+{
+    if (j->pool_cap[slot] < n) {
+        al_free(j->pool[slot]);
+        j->pool[slot] = al_malloc_aligned(n * sizeof(float));
+        j->pool_cap[slot] = j->pool[slot] ? n : 0;
+    }
+    return j->pool[slot];
+}
 
 static al_status warn(const al_merge_job *j, al_error *err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -278,9 +296,8 @@ static al_status set_param(al_merge_job *j, jb_tensor *jt, const al_param_def *d
             else if (strcmp(sv, "inverse") == 0) p->rescale_mode = AL_RESCALE_INV_P;
             else return al_errorf(err, AL_ERR_RECIPE, "rescale_mode must be l1 or inverse, not '%s'", sv);
         } else if (strcmp(n, "trim_scope") == 0) {
-            if (strcmp(sv, "model") == 0)
-                return al_errorf(err, AL_ERR_UNSUPPORTED, "trim_scope: model is not supported yet");
-            if (strcmp(sv, "tensor") != 0)
+            if (strcmp(sv, "model") == 0) jt->trim_model = true;
+            else if (strcmp(sv, "tensor") != 0)
                 return al_errorf(err, AL_ERR_RECIPE, "trim_scope must be tensor or model, not '%s'", sv);
         }
         return pstr_add(jt, err, "%s=%s", n, sv);
@@ -654,6 +671,7 @@ void al_merge_job_free(al_merge_job *j)
         al_free(jt->name);
     }
     al_free(j->t);
+    for (size_t i = 0; i <= AL_MERGE_MAX_MODELS; i++) al_free(j->pool[i]);
     for (size_t i = 0; i < j->n_models; i++) {
         al_ckpt_close(j->models[i].ck);
         al_free(j->models[i].ref);
@@ -758,10 +776,10 @@ static al_status run_tensor(al_merge_job *j, jb_tensor *jt, al_writer *w, float 
             al_ckpt_view(in->ck, (size_t)in->idx, &v, NULL) == AL_OK) {
             in->map = v.data;
         } else if (cache) {
-            if (!(in->cache = al_malloc_aligned((size_t)numel * 4))) { s = al_errorf(err, AL_ERR_NOMEM, "out of memory for '%s'", t->name); goto done; }
+            if (!(in->cache = pool_get(j, i, (size_t)numel))) { s = al_errorf(err, AL_ERR_NOMEM, "out of memory for '%s'", t->name); goto done; }
             if ((s = al_ckpt_read(in->ck, (size_t)in->idx, 0, rows, in->cache, AL_F32, err)) != AL_OK) goto done;
             if (compat) round_to(in->cache, (size_t)numel, in->to);
-        } else if (!(in->stage = al_malloc_aligned((size_t)(crows * rrow) * 4))) {
+        } else if (!(in->stage = pool_get(j, i, (size_t)(crows * rrow)))) {
             s = al_errorf(err, AL_ERR_NOMEM, "out of memory for '%s'", t->name);
             goto done;
         }
@@ -794,7 +812,6 @@ static al_status run_tensor(al_merge_job *j, jb_tensor *jt, al_writer *w, float 
     }
 done:
     if (state) al_merge_method_free(j->method, state);
-    for (size_t i = 0; i < n_in; i++) { al_free(ins[i].cache); al_free(ins[i].stage); }
     if (s != AL_OK && s != AL_ERR_IO) al_error_prefix(err, "%s: ", j->r->filename);
     return s;
 }
@@ -843,6 +860,90 @@ static bool is_dir(const char *p)
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* TIES with trim_scope: model (Yadav et al. 2023, as in the paper's code): each task
+ * vector keeps its k = floor(density * N) largest |delta| over the whole model (N =
+ * every merged element), not per tensor. The k-th largest is found exactly with the
+ * same two-pass radix select as per-tensor TIES, streamed over every tensor twice
+ * (top 16 bits of |delta|, then the low 16 bits inside the chosen bin); the per-task
+ * thresholds are then given to the kernel, which keeps |delta| >= threshold. */
+typedef struct { const float *b, *x; } trim_ctx;
+
+static void trim_keys(void *vc, uint32_t *keys, int64_t i0, int64_t i1)
+{
+    const trim_ctx *c = vc;
+    for (int64_t i = i0; i < i1; i++) keys[i - i0] = al_abs_key(c->x[i] - c->b[i]);
+}
+
+static al_status trim_prepass(al_merge_job *j, al_error *err)
+{
+    al_status s = AL_OK;
+    const jb_tensor *t0 = NULL;
+    int64_t total = 0;
+    for (size_t i = 0; i < j->n; i++) {
+        const jb_tensor *jt = &j->t[i];
+        if (jt->pub.copy) continue;
+        if (!t0) t0 = jt;
+        if (!jt->has_base || jt->n_models != t0->n_models || j->n_slices != 1)
+            return al_errorf(err, AL_ERR_RECIPE, "%s: trim_scope: model needs a `models:` recipe with a base_model",
+                             j->r->filename);
+        for (int m = 0; m < jt->n_models; m++) {
+            double d = jt->set_density ? jt->density[m] : 1.0, d0 = t0->set_density ? t0->density[m] : 1.0;
+            if (d != d0)
+                return al_errorf(err, AL_ERR_RECIPE, "%s: trim_scope: model needs one density per model, but "
+                                 "'%s' has density %g for '%s' and %g for '%s'", j->r->filename,
+                                 jt->inputs[m].model, d0, t0->name, d, jt->name);
+        }
+        int64_t ne;
+        al_shape_numel(jt->pub.ndim, jt->pub.shape, &ne);
+        total += ne;
+    }
+    if (!t0 || total == 0) return AL_OK;
+    int nm = t0->n_models;
+    al_rsel sel[AL_MERGE_MAX_MODELS];
+    int64_t k[AL_MERGE_MAX_MODELS];
+    memset(sel, 0, sizeof sel);
+    float *bb = al_malloc_aligned((size_t)CHUNK_ELEMS * 4), *xb = al_malloc_aligned((size_t)CHUNK_ELEMS * 4);
+    if (!bb || !xb) { s = al_errorf(err, AL_ERR_NOMEM, "out of memory"); goto done; }
+    for (int m = 0; m < nm; m++) {
+        double d = t0->set_density ? t0->density[m] : 1.0;
+        k[m] = (int64_t)floor(d * (double)total);
+        int64_t kk = k[m] < 1 ? 1 : k[m] > total ? total : k[m];
+        if ((s = al_rsel_init(&sel[m], 1, &kk, err)) != AL_OK) goto done;
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < j->n; i++) {
+            const jb_tensor *jt = &j->t[i];
+            if (jt->pub.copy) continue;
+            int64_t rows = jt->pub.ndim ? jt->pub.shape[0] : 1, rrow = al_shape_row_numel(jt->pub.ndim, jt->pub.shape);
+            int64_t crows = rrow > CHUNK_ELEMS ? 1 : CHUNK_ELEMS / rrow;
+            al_ckpt *bck = j->models[jt->in_model[nm]].ck;
+            for (int64_t r = 0; r < rows && rrow > 0; r += crows) {
+                int64_t nr = rows - r < crows ? rows - r : crows;
+                if ((s = al_ckpt_read(bck, (size_t)jt->in_tensor[nm], r, nr, bb, AL_F32, err)) != AL_OK) goto done;
+                for (int m = 0; m < nm; m++) {
+                    if ((s = al_ckpt_read(j->models[jt->in_model[m]].ck, (size_t)jt->in_tensor[m], r, nr, xb,
+                                          AL_F32, err)) != AL_OK) goto done;
+                    trim_ctx c = {bb, xb};
+                    if (pass == 0) al_rsel_count_hi(&sel[m], nr * rrow, trim_keys, &c);
+                    else al_rsel_count_lo(&sel[m], nr * rrow, trim_keys, &c);
+                }
+            }
+        }
+        for (int m = 0; m < nm; m++) {
+            if (pass == 0) al_rsel_finish_hi(&sel[m]);
+            else al_rsel_finish_lo(&sel[m]);
+        }
+    }
+    for (int m = 0; m < nm; m++)
+        j->trim_thr[m] = k[m] <= 0 ? INFINITY : k[m] >= total ? 0.0f : al_bits_f32(sel[m].thr[0]);
+    for (size_t i = 0; i < j->n; i++) j->t[i].mp.ties_threshold = j->trim_thr;
+done:
+    for (int m = 0; m < nm; m++) al_rsel_free(&sel[m]);
+    al_free(bb);
+    al_free(xb);
+    return s;
+}
+
 al_status al_merge_job_run(al_merge_job *j, const char *out_path, al_error *err)
 {
     al_status s;
@@ -864,6 +965,9 @@ al_status al_merge_job_run(al_merge_job *j, const char *out_path, al_error *err)
         total += tensor_bytes(t);
     }
     if ((s = al_writer_begin(w, err)) != AL_OK) goto done;
+    for (size_t i = 0; i < j->n; i++)
+        if (j->t[i].trim_model) { s = trim_prepass(j, err); break; }
+    if (s != AL_OK) goto done;
     /* one output chunk buffer, sized for the widest row */
     int64_t maxrow = 1;
     for (size_t i = 0; i < j->n; i++) {

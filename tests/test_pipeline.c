@@ -26,6 +26,7 @@
 #define F 8      /* mlp */
 
 static char g_dir[128];
+static bool exists_out(const char *out);
 
 /* Value of element i of tensor `name` in model `m`: distinct per model/tensor/element. */
 static float val(int m, const char *name, int64_t i)
@@ -270,6 +271,95 @@ static void test_slices(void **state)
     assert_non_null(strstr(buf, "\"num_hidden_layers\": 4"));
 }
 
+static int cmp_desc(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x < y) - (x > y);
+}
+
+/* Write model `name` = base + the task vector of model m trimmed to its k largest
+ * |delta| over the whole model (k = floor(density * N)), chosen here by a full sort. */
+static void make_trimmed(const char *name, int m, double density)
+{
+    tspec t[64];
+    int n = model_tensors(t, D);
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) total += numel(&t[i]);
+    float *all = malloc((size_t)total * 4);
+    int64_t o = 0;
+    for (int i = 0; i < n; i++)
+        for (int64_t e = 0; e < numel(&t[i]); e++) all[o++] = fabsf(val(m, t[i].name, e) - val(0, t[i].name, e));
+    qsort(all, (size_t)total, 4, cmp_desc);
+    int64_t k = (int64_t)floor(density * (double)total);
+    float thr = all[k - 1];
+    free(all);
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", g_dir, name);
+    al_error err = {0};
+    al_writer *w = NULL;
+    al_writer_opts wo = {.format = AL_FMT_SAFETENSORS, .dir = true};
+    assert_int_equal(al_writer_open(&w, path, &wo, &err), AL_OK);
+    for (int i = 0; i < n; i++) assert_int_equal(al_writer_add(w, t[i].name, AL_F32, t[i].ndim, t[i].shape, &err), AL_OK);
+    assert_int_equal(al_writer_begin(w, &err), AL_OK);
+    for (int i = 0; i < n; i++) {
+        float buf[256];
+        for (int64_t e = 0; e < numel(&t[i]); e++) {
+            float b = val(0, t[i].name, e), d = val(m, t[i].name, e) - b;
+            buf[e] = fabsf(d) >= thr ? val(m, t[i].name, e) : b;
+        }
+        assert_int_equal(al_writer_write(w, buf, (uint64_t)numel(&t[i]) * 4, &err), AL_OK);
+    }
+    assert_int_equal(al_writer_commit(w, &err), AL_OK);
+    al_writer_free(w);
+}
+
+/* TIES with trim_scope: model equals TIES with density 1 on task vectors trimmed over
+ * the whole model beforehand (by sorting, here). Per-tensor trimming differs. */
+static void test_ties_trim_model(void **state)
+{
+    (void)state;
+    al_error err = {0};
+    make_trimmed("trim1", 1, 0.3);
+    make_trimmed("trim2", 2, 0.6);
+    const char *model_wide =
+        "merge_method: ties\nbase_model: DIR/base\nmodels:\n"
+        "  - model: DIR/ft1\n    parameters: {weight: 1.0, density: 0.3}\n"
+        "  - model: DIR/ft2\n    parameters: {weight: 0.5, density: 0.6}\n"
+        "parameters: {trim_scope: model}\n";
+    const char *pretrimmed =
+        "merge_method: ties\nbase_model: DIR/base\nmodels:\n"
+        "  - model: DIR/trim1\n    parameters: {weight: 1.0, density: 1.0}\n"
+        "  - model: DIR/trim2\n    parameters: {weight: 0.5, density: 1.0}\n";
+    const char *per_tensor =
+        "merge_method: ties\nbase_model: DIR/base\nmodels:\n"
+        "  - model: DIR/ft1\n    parameters: {weight: 1.0, density: 0.3}\n"
+        "  - model: DIR/ft2\n    parameters: {weight: 0.5, density: 0.6}\n";
+    if (run_recipe(model_wide, "tm", &err) != AL_OK) fail_msg("%s", err.msg);
+    if (run_recipe(pretrimmed, "tp", &err) != AL_OK) fail_msg("%s", err.msg);
+    if (run_recipe(per_tensor, "tt", &err) != AL_OK) fail_msg("%s", err.msg);
+    tspec t[64];
+    int n = model_tensors(t, D);
+    int64_t differ = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t ne;
+        float *a = read_out("tm", t[i].name, &ne), *b = read_out("tp", t[i].name, &ne), *c = read_out("tt", t[i].name, &ne);
+        for (int64_t e = 0; e < ne; e++) {
+            expect_close(a[e], b[e], t[i].name, e);
+            differ += fabsf(a[e] - c[e]) > 1e-6f;
+        }
+        free(a); free(b); free(c);
+    }
+    assert_true(differ > 0);   /* model-wide and per-tensor trimming are different merges */
+    /* densities that vary by tensor have no single model-wide k */
+    const char *varying =
+        "merge_method: ties\nbase_model: DIR/base\nmodels:\n"
+        "  - model: DIR/ft1\n    parameters: {weight: 1.0, density: [0.2, 0.8]}\n"
+        "parameters: {trim_scope: model}\n";
+    assert_int_equal(run_recipe(varying, "tv", &err), AL_ERR_RECIPE);
+    assert_non_null(strstr(err.msg, "one density per model"));
+    assert_false(exists_out("tv"));
+}
+
 static bool exists_out(const char *out)
 {
     char p[300];
@@ -317,6 +407,7 @@ int main(void)
         cmocka_unit_test(test_filters),
         cmocka_unit_test(test_slices),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_ties_trim_model),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
