@@ -346,6 +346,7 @@ al_status al_ckpt_open(al_ckpt **out, const char *path, al_error *err)
     }
     if ((s = add_tied_alias(c, err)) != AL_OK) goto fail;
     al_free(p);
+    al_bt_list_free(&list);   /* emptied by take_tensors; its arrays remain */
     *out = c;
     return AL_OK;
 fail:

@@ -359,7 +359,11 @@ AL_HOT static void window_fn(void *vj, int64_t j0, int64_t j1)
         const uint32_t thr = hi->thr;
         for (int64_t j = j0; j < j1; j++) {
             ties += k[j] == thr;
-            dm[j] = k[j] > thr ? (double)dr[j] : 0.0;
+            double d = (double)dr[j];             /* kept: the delta; else +0.0 (bit mask) */
+            uint64_t db;
+            memcpy(&db, &d, 8);
+            db &= -(uint64_t)(k[j] > thr);
+            memcpy(&dm[j], &db, 8);
         }
         g->tieblk[j0 / AL_MERGE_BLOCK] = ties;
         return;
