@@ -79,6 +79,9 @@ int main(int argc, char **argv)
 
     al_error err = {0};
     al_writer *w = NULL;
+    size_t cap = 1 << 20;
+    float *row = NULL;
+    void *conv = NULL;
     al_writer_opts o = {.format = AL_FMT_SAFETENSORS, .dir = true, .shard_size = shard, .force = true};
     if (al_writer_open(&w, out, &o, &err) != AL_OK) goto fail;
     uint64_t params = 0;
@@ -87,9 +90,8 @@ int main(int argc, char **argv)
         params += (uint64_t)t[i].shape[0] * (uint64_t)(t[i].ndim == 2 ? t[i].shape[1] : 1);
     }
     if (al_writer_begin(w, &err) != AL_OK) goto fail;
-    size_t cap = 1 << 20;
-    float *row = malloc(cap * sizeof(float));
-    void *conv = malloc(cap * sizeof(float));
+    row = malloc(cap * sizeof(float));
+    conv = malloc(cap * sizeof(float));
     for (size_t i = 0; i < n; i++) {
         uint64_t numel = (uint64_t)t[i].shape[0] * (uint64_t)(t[i].ndim == 2 ? t[i].shape[1] : 1);
         bool norm = t[i].ndim == 1;
@@ -120,10 +122,16 @@ int main(int argc, char **argv)
     fclose(cf);
     if (al_writer_commit(w, &err) != AL_OK) goto fail;
     al_writer_free(w);
+    free(row);
+    free(conv);
+    free(t);
     printf("%s: %zu tensors, %.3f B parameters, %s\n", out, n, (double)params / 1e9, al_dtype_name(dt));
     return 0;
 fail:
     fprintf(stderr, "gen_llama: %s\n", err.msg);
     al_writer_free(w);
+    free(row);
+    free(conv);
+    free(t);
     return 1;
 }

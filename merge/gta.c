@@ -64,6 +64,8 @@ typedef struct {
     uint32_t *keys;                  /* n*sub */
     uint64_t *sortbuf;               /* sub (della) */
     uint32_t *tieblk;                /* sub/AL_MERGE_BLOCK + 1: ties at a cut per block */
+    int64_t *tiepre;                 /* ties before each block, per model (n * blocks) */
+    int64_t nblk;                    /* blocks per sub-chunk */
 } gta_state;
 
 static void gta_free(void *vs)
@@ -77,6 +79,7 @@ static void gta_free(void *vs)
     al_free(g->keys);
     al_free(g->sortbuf);
     al_free(g->tieblk);
+    al_free(g->tiepre);
     al_free(g);
 }
 
@@ -186,8 +189,10 @@ static al_status gta_init(const gta_kind *K, void **out, const al_merge_params *
     g->dr = al_malloc(ne * sizeof(float));
     g->keys = al_malloc(ne * sizeof(uint32_t));
     if (K->sp == SP_DELLA) g->sortbuf = al_malloc((size_t)g->sub * 2 * sizeof(uint64_t));
-    g->tieblk = al_calloc((size_t)(g->sub / AL_MERGE_BLOCK + 2), sizeof(uint32_t));
-    if (!g->dm || !g->dr || !g->keys || !g->tieblk || (K->sp == SP_DELLA && !g->sortbuf)) {
+    g->nblk = g->sub / AL_MERGE_BLOCK + 2;
+    g->tieblk = al_calloc((size_t)g->nblk * (size_t)(n > 0 ? n : 1), sizeof(uint32_t));
+    g->tiepre = al_calloc((size_t)g->nblk * (size_t)(n > 0 ? n : 1), sizeof(int64_t));
+    if (!g->dm || !g->dr || !g->keys || !g->tieblk || !g->tiepre || (K->sp == SP_DELLA && !g->sortbuf)) {
         s = al_errorf(err, AL_ERR_NOMEM, "%s: out of memory for merge scratch", al_tname(p));
         goto fail;
     }
@@ -338,7 +343,7 @@ static void sparsify_fn(void *vj, int64_t j0, int64_t j1)
 static inline int cut_fixed(const al_rankcut *c, uint32_t key)
 {
     if (c->kind != 2) return c->kind == 1;
-    return key > c->thr ? 1 : key < c->thr ? 0 : -1;
+    return key > c->thr ? 1 : key < c->thr ? 0 : c->ties;
 }
 
 /* WINDOW (TIES top-k, breadcrumbs band), in parallel: every element whose key is not
@@ -356,16 +361,19 @@ AL_HOT static void window_fn(void *vj, int64_t j0, int64_t j1)
     const al_rankcut *hi = &g->cut_hi[i], *lo = &g->cut_lo[i];
     uint32_t ties = 0;
     if (hi->kind == 2 && lo->kind == 0) {          /* TIES top-k: one cut, branch-free */
-        const uint32_t thr = hi->thr;
+        /* keep key > thr, or key >= thr when every tie is inside; partial ties are
+         * left out here and settled by window_ties. (Ties at key 0 are zero deltas,
+         * which add nothing whether kept or not.) */
+        const uint32_t thr = hi->ties == 1 && hi->thr > 0 ? hi->thr - 1 : hi->thr;
         for (int64_t j = j0; j < j1; j++) {
-            ties += k[j] == thr;
+            ties += k[j] == hi->thr;
             double d = (double)dr[j];             /* kept: the delta; else +0.0 (bit mask) */
             uint64_t db;
             memcpy(&db, &d, 8);
             db &= -(uint64_t)(k[j] > thr);
             memcpy(&dm[j], &db, 8);
         }
-        g->tieblk[j0 / AL_MERGE_BLOCK] = ties;
+        g->tieblk[(size_t)i * g->nblk + j0 / AL_MERGE_BLOCK] = hi->ties < 0 ? ties : 0;
         return;
     }
     for (int64_t j = j0; j < j1; j++) {
@@ -373,7 +381,7 @@ AL_HOT static void window_fn(void *vj, int64_t j0, int64_t j1)
         ties += (uint32_t)((h < 0) | (l < 0));
         dm[j] = (h > 0 && l == 0) ? (double)dr[j] : 0.0;
     }
-    g->tieblk[j0 / AL_MERGE_BLOCK] = ties;
+    g->tieblk[(size_t)i * g->nblk + j0 / AL_MERGE_BLOCK] = ties;
 }
 
 static void window_ties(sub_ctx *c, int i)
@@ -383,8 +391,9 @@ static void window_ties(sub_ctx *c, int i)
     const uint32_t *k = g->keys + (size_t)i * g->sub;
     double *dm = g->dm + (size_t)i * g->sub;
     al_rankcut *hi = &g->cut_hi[i], *lo = &g->cut_lo[i];
+    const uint32_t *tb = g->tieblk + (size_t)i * g->nblk;
     for (int64_t b = 0; b * AL_MERGE_BLOCK < c->len; b++) {
-        if (!g->tieblk[b]) continue;
+        if (!tb[b]) continue;
         int64_t j1 = (b + 1) * AL_MERGE_BLOCK < c->len ? (b + 1) * AL_MERGE_BLOCK : c->len;
         for (int64_t j = b * AL_MERGE_BLOCK; j < j1; j++) {
             if (cut_fixed(hi, k[j]) >= 0 && cut_fixed(lo, k[j]) >= 0) continue;
@@ -471,10 +480,10 @@ static al_status gta_finish(void *vs, int pass, al_error *err)
             al_rsel *r = &g->sel[i];
             al_rsel_finish_lo(r);
             int tl = g->t_lo[i], th = g->t_hi[i];
-            al_rankcut_set(&g->cut_lo[i], g->win_lo[i], g->numel,
-                           tl >= 0 ? r->thr[tl] : 0, tl >= 0 ? r->n_greater[tl] : 0);
-            al_rankcut_set(&g->cut_hi[i], g->win_hi[i], g->numel,
-                           th >= 0 ? r->thr[th] : 0, th >= 0 ? r->n_greater[th] : 0);
+            al_rankcut_set(&g->cut_lo[i], g->win_lo[i], g->numel, tl >= 0 ? r->thr[tl] : 0,
+                           tl >= 0 ? r->n_greater[tl] : 0, tl >= 0 ? r->n_equal[tl] : 0);
+            al_rankcut_set(&g->cut_hi[i], g->win_hi[i], g->numel, th >= 0 ? r->thr[th] : 0,
+                           th >= 0 ? r->n_greater[th] : 0, th >= 0 ? r->n_equal[th] : 0);
         }
     } else if (pass == g->p_l1) {
         al_bsum_finish(&g->l1);
@@ -542,6 +551,83 @@ AL_HOT static void combine_fn(void *vc, int64_t i0, int64_t i1)
     }
 }
 
+/* TIES' single cut with a partial tie run: element j at the threshold is inside iff
+ * fewer than `need` ties come before it in element order. With the ties counted per
+ * block and prefix-summed (tiepre), each block settles its own ties in parallel. */
+static bool single_cut(const gta_state *g, int i)
+{
+    return g->mode[i] == MD_WINDOW && g->cut_lo[i].kind == 0 && g->cut_hi[i].kind == 2;
+}
+
+static void settle_fn(void *vc, int64_t i0, int64_t i1)
+{
+    sub_ctx *c = vc;
+    gta_state *g = c->g;
+    const int64_t b = i0 / AL_MERGE_BLOCK;
+    for (int i = 0; i < g->n; i++) {
+        const al_rankcut *hi = &g->cut_hi[i];
+        if (!single_cut(g, i) || hi->ties >= 0 || !g->tieblk[(size_t)i * g->nblk + b]) continue;
+        int64_t before = g->tiepre[(size_t)i * g->nblk + b];
+        if (before >= hi->need) continue;
+        const float *dr = g->dr + (size_t)i * g->sub;
+        const uint32_t *k = g->keys + (size_t)i * g->sub;
+        double *dm = g->dm + (size_t)i * g->sub;
+        for (int64_t j = i0; j < i1 && before < hi->need; j++)
+            if (k[j] == hi->thr) { dm[j] = (double)dr[j]; before++; }
+    }
+    combine_fn(c, i0, i1);
+}
+
+static void deltas_cut_fn(void *vc, int64_t i0, int64_t i1)
+{
+    sub_ctx *c = vc;
+    gta_state *g = c->g;
+    sub_deltas(c, i0, i1);
+    for (int i = 0; i < g->n; i++) {
+        model_job J = { c, i };
+        if (g->mode[i] == MD_WINDOW) window_fn(&J, i0, i1);
+        else sparsify_range(c, i, i0, i1);
+    }
+}
+
+/* One block end to end: deltas, each model's sparsification, combination. Valid
+ * when every element is decided on its own (no partial ties, no row-wise DELLA). */
+static void fused_fn(void *vc, int64_t i0, int64_t i1)
+{
+    sub_ctx *c = vc;
+    gta_state *g = c->g;
+    sub_deltas(c, i0, i1);
+    for (int i = 0; i < g->n; i++) {
+        model_job J = { c, i };
+        if (g->mode[i] == MD_WINDOW) window_fn(&J, i0, i1);
+        else sparsify_range(c, i, i0, i1);
+    }
+    combine_fn(c, i0, i1);
+}
+
+/* Partial ties only on single cuts (TIES), no DELLA: two parallel passes. */
+static bool ties_parallel(const gta_state *g)
+{
+    for (int i = 0; i < g->n; i++) {
+        if (g->mode[i] == MD_DELLA) return false;
+        if (g->mode[i] == MD_WINDOW && !single_cut(g, i) &&
+            ((g->cut_hi[i].kind == 2 && g->cut_hi[i].ties < 0) || (g->cut_lo[i].kind == 2 && g->cut_lo[i].ties < 0)))
+            return false;
+    }
+    return true;
+}
+
+static bool element_independent(const gta_state *g)
+{
+    for (int i = 0; i < g->n; i++) {
+        if (g->mode[i] == MD_DELLA) return false;
+        if (g->mode[i] == MD_WINDOW &&
+            ((g->cut_hi[i].kind == 2 && g->cut_hi[i].ties < 0) || (g->cut_lo[i].kind == 2 && g->cut_lo[i].ties < 0)))
+            return false;
+    }
+    return true;
+}
+
 static void gta_apply(void *vs, int64_t off, int64_t len,
                       const float *base, const float *const *models, float *out)
 {
@@ -549,12 +635,27 @@ static void gta_apply(void *vs, int64_t off, int64_t len,
     if (off == 0) gta_rewind(g);
     if (g->n == 0) { memcpy(out, base, (size_t)len * sizeof(float)); return; }
     const float *xs[MAXM];
+    const bool fused = element_independent(g);
     for (int64_t o = 0; o < len; o += g->sub) {
         int64_t l = len - o < g->sub ? len - o : g->sub;
         for (int i = 0; i < g->n; i++) xs[i] = models[i] + o;
         sub_ctx c = { g, off + o, l, base + o, xs, out + o };
-        sub_sparsify(&c);
-        al_par_ranges(l, AL_MERGE_BLOCK, combine_fn, &c);
+        if (fused) {
+            al_par_ranges(l, AL_MERGE_BLOCK, fused_fn, &c);   /* one parallel region */
+        } else if (ties_parallel(g)) {
+            al_par_ranges(l, AL_MERGE_BLOCK, deltas_cut_fn, &c);
+            for (int i = 0; i < g->n; i++) {                  /* ties before each block */
+                al_rankcut *hi = &g->cut_hi[i];
+                if (!single_cut(g, i) || hi->ties >= 0) continue;
+                const uint32_t *tb = g->tieblk + (size_t)i * g->nblk;
+                int64_t *pre = g->tiepre + (size_t)i * g->nblk;
+                for (int64_t b = 0; b * AL_MERGE_BLOCK < l; b++) { pre[b] = hi->seen; hi->seen += tb[b]; }
+            }
+            al_par_ranges(l, AL_MERGE_BLOCK, settle_fn, &c);
+        } else {
+            sub_sparsify(&c);
+            al_par_ranges(l, AL_MERGE_BLOCK, combine_fn, &c);
+        }
     }
 }
 

@@ -223,12 +223,13 @@ void al_rsel_finish_lo(al_rsel *r)
         }
         r->thr[t] = (r->bin[t] << 16) | (uint32_t)j;
         r->n_greater[t] = cum;
+        r->n_equal[t] = (int64_t)h[j];
     }
 }
 
 /* ----------------------------------------------------------------- rank cuts --- */
 
-void al_rankcut_set(al_rankcut *c, int64_t r, int64_t n, uint32_t thr, int64_t n_greater)
+void al_rankcut_set(al_rankcut *c, int64_t r, int64_t n, uint32_t thr, int64_t n_greater, int64_t n_equal)
 {
     memset(c, 0, sizeof *c);
     if (r <= 0) { c->kind = 0; return; }
@@ -236,6 +237,9 @@ void al_rankcut_set(al_rankcut *c, int64_t r, int64_t n, uint32_t thr, int64_t n
     c->kind = 2;
     c->thr = thr;
     c->need = r - n_greater;
+    /* Usually the cut takes every element at the threshold key (often just one), or
+     * none: then each element is decided alone and the work can be split freely. */
+    c->ties = c->need >= n_equal ? 1 : c->need <= 0 ? 0 : -1;
 }
 
 void al_rankcut_rewind(al_rankcut *c) { c->seen = 0; }

@@ -71,6 +71,7 @@ typedef struct {
     int64_t above[AL_RSEL_MAXT];  /* elements in bins above `bin` */
     uint32_t thr[AL_RSEL_MAXT];   /* result: key of the k-th largest */
     int64_t n_greater[AL_RSEL_MAXT]; /* result: elements with key > thr */
+    int64_t n_equal[AL_RSEL_MAXT];   /* result: elements with key == thr */
     uint64_t *hi;                 /* 65536 */
     uint64_t *lo;                 /* AL_RSEL_MAXT * 65536 */
     uint32_t *tab;                /* per-thread 65536-bin tables */
@@ -92,15 +93,18 @@ typedef struct {
     uint32_t thr;
     int64_t need;      /* ties at thr that are still < r */
     int64_t seen;      /* ties at thr seen so far */
+    int ties;          /* kind 2: 1 every key == thr is inside, 0 none is, -1 only the
+                        * first `need` in element order (the only case needing order) */
 } al_rankcut;
 
-void al_rankcut_set(al_rankcut *c, int64_t r, int64_t n, uint32_t thr, int64_t n_greater);
+void al_rankcut_set(al_rankcut *c, int64_t r, int64_t n, uint32_t thr, int64_t n_greater, int64_t n_equal);
 void al_rankcut_rewind(al_rankcut *c);
 static inline bool al_rankcut_below(al_rankcut *c, uint32_t key)
 {
     if (c->kind != 2) return c->kind == 1;
     if (key > c->thr) return true;
     if (key < c->thr) return false;
+    if (c->ties >= 0) return c->ties == 1;
     return c->seen++ < c->need;
 }
 

@@ -401,7 +401,8 @@ static al_status simple_finish(void *vs, int pass, al_error *err)
         } else if (pass == s->p_lo) {
             if (s->sel.nt == 1) {
                 al_rsel_finish_lo(&s->sel);
-                al_rankcut_set(&s->cut, s->sel.k[0], s->numel, s->sel.thr[0], s->sel.n_greater[0]);
+                al_rankcut_set(&s->cut, s->sel.k[0], s->numel, s->sel.thr[0], s->sel.n_greater[0],
+                               s->sel.n_equal[0]);
             }
         } else if (pass == s->p_w) {
             al_bsum_finish(&s->sq);
