@@ -24,9 +24,9 @@ NO_OMP  ?=
 PKGS     := yaml-0.1 hdf5 zlib jansson libpcre2-8
 WARN     := -Wall -Wextra -Werror -Wvla -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wno-missing-field-initializers
-CFLAGS   := -std=c11 -D_GNU_SOURCE $(OPT) -g $(WARN) -MMD -MP \
+CFLAGS   := -std=c11 -D_GNU_SOURCE -pthread $(OPT) -g $(WARN) -MMD -MP \
             $(shell pkg-config --cflags $(PKGS)) $(CFLAGS_EXTRA)
-LDLIBS   := $(shell pkg-config --libs $(PKGS)) -lm $(LDFLAGS_EXTRA)
+LDLIBS   := $(shell pkg-config --libs $(PKGS)) -lm -pthread $(LDFLAGS_EXTRA)
 
 # OpenMP: detected by compiling an empty input (as llm.c does).
 ifeq ($(NO_OMP),)

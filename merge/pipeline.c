@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -717,7 +718,126 @@ static al_status in_rows(jb_in *in, int64_t r0, int64_t nr, int64_t rrow, const 
 
 static int64_t gcd64(int64_t a, int64_t b) { while (b) { int64_t t = a % b; a = b; b = t; } return a; }
 
-static al_status run_tensor(al_merge_job *j, jb_tensor *jt, al_writer *w, float *obuf, void *cbuf, al_error *err)
+/* ---- overlapped output -----------------------------------------------------------
+ * Writing the merged bytes (copying into the page cache, blocking when the kernel
+ * throttles dirty pages to the disk's pace) runs on its own thread, fed in order from
+ * two slots, while the next chunk is computed. The compute side fills one slot while
+ * the writer drains the other. A slot may also carry a borrowed pointer (a mapped
+ * input tensor), which stays valid until the job ends. */
+typedef struct {
+    al_writer *w;
+    pthread_t th;
+    bool started, stop;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    void *buf[2];
+    const void *src[2];
+    uint64_t len[2];
+    bool full[2];
+    int put, get;
+    al_status st;
+    al_error err;
+} aw_t;
+
+static void *aw_main(void *arg)
+{
+    aw_t *a = arg;
+    al_error local = {0};
+    pthread_mutex_lock(&a->mu);
+    for (;;) {
+        while (!a->full[a->get] && !a->stop) pthread_cond_wait(&a->cv, &a->mu);
+        if (!a->full[a->get]) break;
+        const void *p = a->src[a->get];
+        uint64_t n = a->len[a->get];
+        bool ok = a->st == AL_OK;
+        pthread_mutex_unlock(&a->mu);
+        al_status s = ok ? al_writer_write(a->w, p, n, &local) : AL_OK;
+        pthread_mutex_lock(&a->mu);
+        if (s != AL_OK && a->st == AL_OK) { a->st = s; a->err = local; }
+        a->full[a->get] = false;
+        a->get ^= 1;
+        pthread_cond_broadcast(&a->cv);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+static al_status aw_fail(aw_t *a, al_error *err)
+{
+    if (err) *err = a->err;
+    return a->st;
+}
+
+/* The next slot to fill, once the writer has drained it. */
+static al_status aw_acquire(aw_t *a, void **slot, al_error *err)
+{
+    pthread_mutex_lock(&a->mu);
+    while (a->full[a->put] && a->st == AL_OK) pthread_cond_wait(&a->cv, &a->mu);
+    al_status s = a->st;
+    *slot = a->buf[a->put];
+    pthread_mutex_unlock(&a->mu);
+    return s == AL_OK ? AL_OK : aw_fail(a, err);
+}
+
+/* Queue n bytes at src (the acquired slot, or a borrowed pointer) for writing. */
+static al_status aw_submit(aw_t *a, const void *src, uint64_t n, al_error *err)
+{
+    pthread_mutex_lock(&a->mu);
+    a->src[a->put] = src;
+    a->len[a->put] = n;
+    a->full[a->put] = true;
+    a->put ^= 1;
+    al_status s = a->st;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    return s == AL_OK ? AL_OK : aw_fail(a, err);
+}
+
+/* Wait until everything queued is written. */
+static al_status aw_drain(aw_t *a, al_error *err)
+{
+    pthread_mutex_lock(&a->mu);
+    while ((a->full[0] || a->full[1]) && a->st == AL_OK) pthread_cond_wait(&a->cv, &a->mu);
+    al_status s = a->st;
+    pthread_mutex_unlock(&a->mu);
+    return s == AL_OK ? AL_OK : aw_fail(a, err);
+}
+
+static al_status aw_start(aw_t *a, al_writer *w, size_t cap, al_error *err)
+{
+    memset(a, 0, sizeof *a);
+    a->w = w;
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cv, NULL);
+    a->buf[0] = al_malloc_aligned(cap);
+    a->buf[1] = al_malloc_aligned(cap);
+    if (!a->buf[0] || !a->buf[1]) return al_errorf(err, AL_ERR_NOMEM, "out of memory for output buffers");
+    if (pthread_create(&a->th, NULL, aw_main, a) != 0)
+        return al_errorf(err, AL_ERR_INTERNAL, "cannot start the output thread");
+    a->started = true;
+    return AL_OK;
+}
+
+/* Stop the thread after the queue is empty; returns the first write error. */
+static al_status aw_stop(aw_t *a, al_error *err)
+{
+    if (a->started) {
+        pthread_mutex_lock(&a->mu);
+        a->stop = true;
+        pthread_cond_broadcast(&a->cv);
+        pthread_mutex_unlock(&a->mu);
+        pthread_join(a->th, NULL);
+        a->started = false;
+    }
+    al_free(a->buf[0]);
+    al_free(a->buf[1]);
+    a->buf[0] = a->buf[1] = NULL;
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cv);
+    return a->st == AL_OK ? AL_OK : aw_fail(a, err);
+}
+
+static al_status run_tensor(al_merge_job *j, jb_tensor *jt, aw_t *aw, float *obuf, al_error *err)
 {
     al_status s = AL_OK;
     const al_job_tensor *t = &jt->pub;
@@ -730,12 +850,15 @@ static al_status run_tensor(al_merge_job *j, jb_tensor *jt, al_writer *w, float 
         size_t ref = jt->has_base ? (size_t)jt->n_models : 0;
         al_ckpt *ck = j->models[jt->in_model[ref]].ck;
         al_view v;
+        void *slot;
+        if ((s = aw_acquire(aw, &slot, err)) != AL_OK) return s;
         if (al_ckpt_view(ck, (size_t)jt->in_tensor[ref], &v, NULL) == AL_OK)
-            return al_writer_write(w, v.data, tensor_bytes(t), err);
+            return aw_submit(aw, v.data, tensor_bytes(t), err);     /* borrowed from the mapping */
         void *buf = al_malloc(tensor_bytes(t) + 1);
         if (!buf) return al_errorf(err, AL_ERR_NOMEM, "out of memory for '%s'", t->name);
         s = al_ckpt_read(ck, (size_t)jt->in_tensor[ref], 0, rows, buf, t->dtype, err);
-        if (s == AL_OK) s = al_writer_write(w, buf, tensor_bytes(t), err);
+        if (s == AL_OK) s = aw_submit(aw, buf, tensor_bytes(t), err);
+        if (s == AL_OK) s = aw_drain(aw, err);                      /* before buf goes */
         al_free(buf);
         return s;
     }
@@ -800,15 +923,16 @@ static al_status run_tensor(al_merge_job *j, jb_tensor *jt, al_writer *w, float 
         for (size_t i = 0; i < n_in; i++)
             if ((s = in_rows(&ins[i], r, k, rrow, &ptr[i], err)) != AL_OK) goto done;
         base = jt->has_base ? ptr[jt->n_models] : NULL;
-        j->method->apply(state, r * rrow, k * rrow, base, ptr, obuf);
+        void *slot;
+        if ((s = aw_acquire(aw, &slot, err)) != AL_OK) goto done;
         size_t ne = (size_t)(k * rrow);
         if (t->dtype == AL_F32) {
-            s = al_writer_write(w, obuf, ne * 4, err);
+            j->method->apply(state, r * rrow, k * rrow, base, ptr, slot);
         } else {
-            al_convert(cbuf, t->dtype, obuf, AL_F32, ne);
-            s = al_writer_write(w, cbuf, ne * (al_dtype_bits(t->dtype) / 8), err);
+            j->method->apply(state, r * rrow, k * rrow, base, ptr, obuf);
+            al_convert(slot, t->dtype, obuf, AL_F32, ne);
         }
-        if (s != AL_OK) goto done;
+        if ((s = aw_submit(aw, slot, ne * (al_dtype_bits(t->dtype) / 8), err)) != AL_OK) goto done;
     }
 done:
     if (state) al_merge_method_free(j->method, state);
@@ -949,7 +1073,8 @@ al_status al_merge_job_run(al_merge_job *j, const char *out_path, al_error *err)
     al_status s;
     al_writer *w = NULL;
     float *obuf = NULL;
-    void *cbuf = NULL;
+    aw_t aw;
+    bool aw_on = false;
     const char **inputs = al_calloc(j->n_models + 1, sizeof *inputs);
     if (!inputs) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < j->n_models; i++) inputs[i] = j->models[i].path;
@@ -983,16 +1108,19 @@ al_status al_merge_job_run(al_merge_job *j, const char *out_path, al_error *err)
         if (al_shape_numel(t->ndim, t->shape, &ne) && t->ndim <= 1 && (size_t)ne > cap) cap = (size_t)ne;
     }
     obuf = al_malloc_aligned(cap * 4);
-    cbuf = al_malloc_aligned(cap * 4);
-    if (!obuf || !cbuf) { s = al_errorf(err, AL_ERR_NOMEM, "out of memory"); goto done; }
+    if (!obuf) { s = al_errorf(err, AL_ERR_NOMEM, "out of memory"); goto done; }
+    aw_on = true;
+    if ((s = aw_start(&aw, w, cap * 8, err)) != AL_OK) goto done;   /* F64 output at most */
     al_merge_progress pr = {0, j->n, 0, total, NULL};
     for (size_t i = 0; i < j->n; i++) {
-        if ((s = run_tensor(j, &j->t[i], w, obuf, cbuf, err)) != AL_OK) goto done;
+        if ((s = run_tensor(j, &j->t[i], &aw, obuf, err)) != AL_OK) goto done;
         pr.tensors_done = i + 1;
         pr.bytes_done += tensor_bytes(&j->t[i].pub);
         pr.tensor = j->t[i].name;
         if (j->o.progress) j->o.progress(j->o.progress_ud, &pr);
     }
+    aw_on = false;
+    if ((s = aw_stop(&aw, err)) != AL_OK) goto done;
     const char *tmp = al_writer_tmpdir(w);
     const char *donor = j->models[j->donor].path, *tdonor = j->models[j->tok_donor].path;
     const char *torch_dtype = j->d->has_out_dtype ? al_dtype_torch_name(j->d->out_dtype)
@@ -1002,8 +1130,8 @@ al_status al_merge_job_run(al_merge_job *j, const char *out_path, al_error *err)
     if ((s = write_card(j, tmp, err)) != AL_OK) goto done;
     s = al_writer_commit(w, err);
 done:
+    if (aw_on) aw_stop(&aw, NULL);
     al_free(obuf);
-    al_free(cbuf);
     al_writer_free(w);
     al_free(inputs);
     return s;
