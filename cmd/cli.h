@@ -29,5 +29,6 @@ bool cli_is_help(const char *a);
 int cmd_inspect(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
+int cmd_diff(int argc, char **argv);
 
 #endif

@@ -1,5 +1,6 @@
 /* cmd/cmd_merge.c: `alloy merge RECIPE -o OUT` and its --check / --dry-run modes. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,10 +243,13 @@ int cmd_merge(int argc, char **argv)
         print_warnings(&warnings);
         goto done;
     }
+    double lines_alpha = NAN;
+    o.lines_alpha_out = &lines_alpha;
     progress_state ps = {isatty(2), time(NULL), time(NULL)};
     if (!quiet) { o.progress = on_progress; o.progress_ud = &ps; }
     if (al_merge_run(r, out, &o, &err) != AL_OK) rc = cli_report(&err);
     print_warnings(&warnings);
+    if (rc == 0 && !isnan(lines_alpha)) fprintf(stderr, "merge: LiNeS alpha (auto) = %.6g\n", lines_alpha);
     if (rc == 0 && !quiet) fprintf(stderr, "merge: wrote %s\n", out);
 done:
     al_strvec_free(&errors);

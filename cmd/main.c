@@ -12,6 +12,7 @@
 static const cli_command k_commands[] = {
     {"merge", cmd_merge, "merge checkpoints from a mergekit-style YAML recipe"},
     {"inspect", cmd_inspect, "list a checkpoint's tensors, dtypes, shapes, sizes (and stats)"},
+    {"diff", cmd_diff, "per-block differences between checkpoints (norms, cosine, TIES sign conflicts, SVG)"},
     {"convert", cmd_convert, "convert a checkpoint between safetensors/HDF5, dtypes and shardings"},
 };
 

@@ -5,10 +5,12 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const k_prefixes[] = {
-    "model.layers.", "transformer.h.", "gpt_neox.layers.", "encoder.layer.", "decoder.layer.",
-    "resblocks.", "transformer.layers.", "model.decoder.layers.", "layers.", "blk.", "blocks.",
-    "h.",
+/* Most specific first: "decoder.block." before "block.", "transformer.h." before "h.". */
+static const struct { const char *prefix; int stack; } k_prefixes[] = {
+    {"encoder.block.", 0}, {"decoder.block.", 1}, {"encoder.layers.", 0}, {"decoder.layers.", 1},
+    {"model.layers.", 0}, {"transformer.h.", 0}, {"gpt_neox.layers.", 0}, {"encoder.layer.", 0},
+    {"decoder.layer.", 1}, {"resblocks.", 0}, {"transformer.layers.", 0}, {"layers.", 0}, {"blk.", 0},
+    {"blocks.", 0}, {"h.", 0},
 };
 
 /* The prefix must start the name or follow a '.', and be followed by digits and '.'. */
@@ -45,8 +47,9 @@ void al_layer_of(const char *name, al_layer_info *out)
     out->index = -1;
     size_t ds, dl;
     for (size_t i = 0; i < sizeof k_prefixes / sizeof k_prefixes[0]; i++) {
-        if (match_at(name, k_prefixes[i], &ds, &dl)) {
+        if (match_at(name, k_prefixes[i].prefix, &ds, &dl)) {
             out->kind = AL_LAYER_BLOCK;
+            out->stack = k_prefixes[i].stack;
             out->num_start = ds;
             out->num_len = dl;
             sscanf(name + ds, "%ld", &out->index);
@@ -69,7 +72,7 @@ void al_layer_of(const char *name, al_layer_info *out)
     /* Outside the blocks: embeddings (and position embeddings) come before, the
      * rest (final norm, head, pooler) after. */
     bool pre = strstr(name, "embed") || strstr(name, "wte") || strstr(name, "wpe") ||
-               strstr(name, "token_embd");
+               strstr(name, "token_embd") || strcmp(name, "shared.weight") == 0;
     out->kind = pre && !strstr(name, "lm_head") && !strstr(name, "embed_out") ? AL_LAYER_PRE : AL_LAYER_POST;
 }
 

@@ -33,7 +33,7 @@ static const al_merge_method *const g_methods[] = {
     &al_m_slerp, &al_m_model_stock, &al_m_della, &al_m_della_linear, &al_m_breadcrumbs,
     &al_m_breadcrumbs_ties, &al_m_sce, &al_m_nuslerp, &al_m_multislerp, &al_m_karcher,
     &al_m_nearswap, &al_m_arcee_fusion, &al_m_passthrough, &al_m_ram, &al_m_ramplus_tl,
-    NULL
+    &al_m_lines, NULL
 };
 
 const al_merge_method *const *al_merge_method_list(void) { return g_methods; }

@@ -30,5 +30,7 @@ extern const al_merge_method al_m_slerp, al_m_nuslerp, al_m_multislerp, al_m_kar
 /* merge/simple.c */
 extern const al_merge_method al_m_linear, al_m_passthrough, al_m_nearswap, al_m_sce,
     al_m_arcee_fusion, al_m_ram, al_m_ramplus_tl;
+/* merge/lines.c */
+extern const al_merge_method al_m_lines;
 
 #endif

@@ -59,6 +59,9 @@ typedef struct {
            epsilon[AL_MERGE_MAX_MODELS], scale[AL_MERGE_MAX_MODELS];
     bool set_weight, set_density, set_gamma, set_epsilon, set_scale;
     bool trim_model;           /* ties trim_scope: model */
+    long layer;                /* output block index, -1 outside the blocks */
+    double lines_a, lines_b;   /* merge_method: lines parameters */
+    bool lines_has_b;
     al_merge_params mp;
 } jb_tensor;
 
@@ -74,6 +77,9 @@ struct al_merge_job {
     jb_tensor *t;
     size_t n, cap;
     long out_layers;
+    long n_blocks;             /* output blocks, for LiNeS' l/(L-1) */
+    double lines_alpha;        /* alpha: auto, once computed */
+    bool warned_layers;        /* the unknown-architecture warning was given */
     int donor;                 /* model whose config.json is copied */
     int tok_donor;             /* model whose tokenizer files are copied */
     float trim_thr[AL_MERGE_MAX_MODELS];   /* trim_scope: model thresholds per task */
@@ -322,7 +328,9 @@ static al_status set_param(al_merge_job *j, jb_tensor *jt, const al_param_def *d
         return pstr_add(jt, err, "%s[%s]=%g", n, jt->inputs[jt->n_models].model, x);
     }
     bool ram = strncmp(j->method->name, "ram", 3) == 0;
-    if (!strcmp(n, "lambda")) p->lambda = x;
+    if (!strcmp(j->method->name, "lines") && !strcmp(n, "alpha")) jt->lines_a = x;
+    else if (!strcmp(j->method->name, "lines") && !strcmp(n, "beta")) { jt->lines_b = x; jt->lines_has_b = true; }
+    else if (!strcmp(n, "lambda")) p->lambda = x;
     else if (!strcmp(n, "normalize")) p->normalize = x != 0;
     else if (!strcmp(n, "rescale")) p->rescale = x != 0;
     else if (!strcmp(n, "t")) p->t = x;
@@ -379,6 +387,17 @@ fail:
     return al_error_prefix(err, "%s: tensor '%s': ", j->r->filename, jt->name);
 }
 
+/* ---- LiNeS (Wang et al., ICLR 2025) ------------------------------------------------
+ * The task vector of block l of L is scaled by alpha + beta l/(L-1), everything outside
+ * the blocks by alpha; a single block gets alpha + beta. For task-vector methods the
+ * factor multiplies the method's lambda, which scales the merged task vector exactly
+ * where LiNeS does: theta = base + lambda s(l) tau_merged. */
+static double lines_scale(double alpha, double beta, long l, long L)
+{
+    if (l < 0) return alpha;
+    return alpha + beta * (L > 1 ? (double)l / (double)(L - 1) : 1.0);
+}
+
 /* ---- tensor list ---------------------------------------------------------------- */
 
 static al_status push_tensor(al_merge_job *j, jb_tensor **out, al_error *err)
@@ -398,13 +417,14 @@ static al_status push_tensor(al_merge_job *j, jb_tensor **out, al_error *err)
 /* One output tensor `out_name` from the sources of slice `sl`, where source i
  * provides `names[i]`. */
 static al_status plan_tensor(al_merge_job *j, const jb_slice *sl, const char *out_name, char **names, double t,
-                             al_error *err)
+                             long layer, al_error *err)
 {
     jb_tensor *jt = NULL;
     al_status s;
     if ((s = push_tensor(j, &jt, err)) != AL_OK) return s;
     size_t n = sl->n;
     jt->pub.t = t;
+    jt->layer = layer;
     if (!(jt->name = al_strdup(out_name))) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
     jt->inputs = al_calloc(n, sizeof *jt->inputs);
     jt->in_model = al_calloc(n, sizeof *jt->in_model);
@@ -495,6 +515,19 @@ static al_status plan_tensor(al_merge_job *j, const jb_slice *sl, const char *ou
     jt->mp.seed = j->o.seed;
     s = jt->pub.copy ? AL_OK : resolve_params(j, jt, sl, srcs, err);
     al_free(srcs);
+    if (s != AL_OK || jt->pub.copy) return s;
+    if (!strcmp(j->method->name, "lines")) {
+        double sc = lines_scale(jt->lines_a, jt->lines_has_b ? jt->lines_b : 1.0 - jt->lines_a, layer, j->n_blocks);
+        jt->mp.lambda = sc;
+        s = pstr_add(jt, err, "lines_scale=%.17g", sc);
+    } else if (d->has_lines && !d->lines_alpha_auto) {
+        double sc = lines_scale(d->lines_alpha, d->lines_beta, layer, j->n_blocks);
+        jt->mp.lambda *= sc;
+        s = pstr_add(jt, err, "lines_scale=%.17g", sc);
+    } else if (d->has_lines) {
+        s = pstr_add(jt, err, "lines_scale=alpha(auto)+%g*%g", d->lines_beta,
+                     layer < 0 ? 0.0 : j->n_blocks > 1 ? (double)layer / (double)(j->n_blocks - 1) : 1.0);
+    }
     return s;
 }
 
@@ -521,6 +554,12 @@ static al_status plan_group(al_merge_job *j, const jb_slice *sl, al_layer_kind k
         if (info->tied) continue;          /* tied heads stay implicit, as saved by transformers */
         al_layer_info li;
         al_layer_of(info->name, &li);
+        if (li.guessed && !j->warned_layers) {
+            j->warned_layers = true;
+            if ((s = warn(j, err, "model '%s': tensor names of an architecture alloy does not know (e.g. '%s'); "
+                          "block indices are taken from the first '.N.' in each name", rm->ref, info->name)) != AL_OK)
+                break;
+        }
         if (li.kind != kind) continue;
         if (kind == AL_LAYER_BLOCK && li.index != sl->src[ref].start + layer) continue;
         for (size_t i = 0; i < sl->n; i++) {
@@ -538,7 +577,7 @@ static al_status plan_group(al_merge_job *j, const jb_slice *sl, al_layer_kind k
         if (s == AL_OK) {
             if (kind == AL_LAYER_BLOCK) al_layer_rename(info->name, &li, out_layer, out_name, sizeof out_name);
             else snprintf(out_name, sizeof out_name, "%s", info->name);
-            s = plan_tensor(j, sl, out_name, names, t, err);
+            s = plan_tensor(j, sl, out_name, names, t, kind == AL_LAYER_BLOCK ? out_layer : -1, err);
         }
         for (size_t i = 0; i < sl->n; i++) al_free(names[i]);
         memset(names, 0, sl->n * sizeof *names);
@@ -571,6 +610,8 @@ al_status al_merge_job_build(const al_recipe *r, size_t doc, const al_merge_opts
         goto fail;
     }
     if ((s = build_slices(j, err)) != AL_OK) goto fail;
+    j->n_blocks = j->out_layers >= 0 ? j->out_layers
+                : j->slices[0].n ? (long)(j->slices[0].src[0].end - j->slices[0].src[0].start) : 0;
     /* mergekit refuses to mix architectures unless --allow-crimes */
     for (size_t i = 1; i < j->n_models && !o->allow_crimes; i++) {
         al_hf_config a, b;
@@ -837,7 +878,9 @@ static al_status aw_stop(aw_t *a, al_error *err)
     return a->st == AL_OK ? AL_OK : aw_fail(a, err);
 }
 
-static al_status run_tensor(al_merge_job *j, jb_tensor *jt, aw_t *aw, float *obuf, al_error *err)
+/* acc (nullable): measure instead of write: acc[0] += sum |sum_t tau_t|, acc[1] +=
+ * sum |merged tau| (LiNeS alpha: auto). */
+static al_status run_tensor(al_merge_job *j, jb_tensor *jt, aw_t *aw, float *obuf, double *acc, al_error *err)
 {
     al_status s = AL_OK;
     const al_job_tensor *t = &jt->pub;
@@ -845,6 +888,7 @@ static al_status run_tensor(al_merge_job *j, jb_tensor *jt, aw_t *aw, float *obu
     int64_t rrow = al_shape_row_numel(t->ndim, t->shape);
     int64_t numel = rows * rrow;
     size_t n_in = t->n_inputs;
+    if (t->copy && acc) return AL_OK;
     if (t->copy) {
         /* integer/bool buffers: bytes of the reference input */
         size_t ref = jt->has_base ? (size_t)jt->n_models : 0;
@@ -923,9 +967,19 @@ static al_status run_tensor(al_merge_job *j, jb_tensor *jt, aw_t *aw, float *obu
         for (size_t i = 0; i < n_in; i++)
             if ((s = in_rows(&ins[i], r, k, rrow, &ptr[i], err)) != AL_OK) goto done;
         base = jt->has_base ? ptr[jt->n_models] : NULL;
+        size_t ne = (size_t)(k * rrow);
+        if (acc) {
+            j->method->apply(state, r * rrow, k * rrow, base, ptr, obuf);
+            for (size_t e = 0; e < ne; e++) {
+                double sum = 0.0;
+                for (int m = 0; m < jt->n_models; m++) sum += (double)ptr[m][e] - (double)base[e];
+                acc[0] += fabs(sum);
+                acc[1] += fabs((double)obuf[e] - (double)base[e]);
+            }
+            continue;
+        }
         void *slot;
         if ((s = aw_acquire(aw, &slot, err)) != AL_OK) goto done;
-        size_t ne = (size_t)(k * rrow);
         if (t->dtype == AL_F32) {
             j->method->apply(state, r * rrow, k * rrow, base, ptr, slot);
         } else {
@@ -1068,6 +1122,45 @@ done:
     return s;
 }
 
+/* LiNeS alpha: auto (Wang et al., ICLR 2025, Eq. 2): alpha = ||sum_t tau_t||_1 /
+ * (T ||tau_merged||_1), tau_merged being the method's merged task vector before any
+ * scaling (lambda 1). One streamed pass runs the method over the whole model without
+ * writing; then every tensor's lambda gets its layer's factor. */
+static al_status lines_auto_alpha(al_merge_job *j, al_error *err)
+{
+    al_status s = AL_OK;
+    double acc[2] = {0.0, 0.0};
+    int T = 0;
+    size_t cap = CHUNK_ELEMS;
+    for (size_t i = 0; i < j->n; i++) {
+        const al_job_tensor *t = &j->t[i].pub;
+        int64_t rr = al_shape_row_numel(t->ndim, t->shape), ne;
+        if ((size_t)rr > cap) cap = (size_t)rr;
+        if (t->ndim <= 1 && al_shape_numel(t->ndim, t->shape, &ne) && (size_t)ne > cap) cap = (size_t)ne;
+    }
+    float *obuf = al_malloc_aligned(cap * 4);
+    if (!obuf) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < j->n && s == AL_OK; i++) {
+        jb_tensor *jt = &j->t[i];
+        if (jt->pub.copy) continue;
+        if (jt->n_models > T) T = jt->n_models;
+        double lambda = jt->mp.lambda;
+        jt->mp.lambda = 1.0;
+        s = run_tensor(j, jt, NULL, obuf, acc, err);
+        jt->mp.lambda = lambda;
+    }
+    al_free(obuf);
+    if (s != AL_OK) return s;
+    double alpha = acc[1] > 0.0 && T > 0 ? acc[0] / ((double)T * acc[1]) : 1.0;
+    for (size_t i = 0; i < j->n; i++)
+        j->t[i].mp.lambda *= lines_scale(alpha, j->d->lines_beta, j->t[i].layer, j->n_blocks);
+    j->lines_alpha = alpha;
+    if (j->o.lines_alpha_out) *j->o.lines_alpha_out = alpha;
+    return AL_OK;
+}
+
+double al_merge_job_lines_alpha(const al_merge_job *j) { return j->lines_alpha; }
+
 al_status al_merge_job_run(al_merge_job *j, const char *out_path, al_error *err)
 {
     al_status s;
@@ -1093,6 +1186,7 @@ al_status al_merge_job_run(al_merge_job *j, const char *out_path, al_error *err)
     for (size_t i = 0; i < j->n; i++)
         if (j->t[i].trim_model) { s = trim_prepass(j, err); break; }
     if (s != AL_OK) goto done;
+    if (j->d->has_lines && j->d->lines_alpha_auto && (s = lines_auto_alpha(j, err)) != AL_OK) goto done;
     /* one output chunk buffer, sized for the widest row */
     int64_t maxrow = 1;
     for (size_t i = 0; i < j->n; i++) {
@@ -1113,7 +1207,7 @@ al_status al_merge_job_run(al_merge_job *j, const char *out_path, al_error *err)
     if ((s = aw_start(&aw, w, cap * 8, err)) != AL_OK) goto done;   /* F64 output at most */
     al_merge_progress pr = {0, j->n, 0, total, NULL};
     for (size_t i = 0; i < j->n; i++) {
-        if ((s = run_tensor(j, &j->t[i], &aw, obuf, err)) != AL_OK) goto done;
+        if ((s = run_tensor(j, &j->t[i], &aw, obuf, NULL, err)) != AL_OK) goto done;
         pr.tensors_done = i + 1;
         pr.bytes_done += tensor_bytes(&j->t[i].pub);
         pr.tensor = j->t[i].name;

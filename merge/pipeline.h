@@ -51,6 +51,7 @@ typedef struct {
     void *progress_ud;
     al_strvec *warnings;          /* receives "warning: ..." lines; nullable */
     const char *work_dir;         /* where earlier documents' outputs are (set by al_merge_run) */
+    double *lines_alpha_out;      /* receives LiNeS alpha when the recipe says alpha: auto; nullable */
 } al_merge_opts;
 
 /* One input of an output tensor. */
@@ -84,6 +85,8 @@ size_t al_merge_job_count(const al_merge_job *j);
 const al_job_tensor *al_merge_job_tensor(const al_merge_job *j, size_t i);
 uint64_t al_merge_job_out_bytes(const al_merge_job *j);
 long al_merge_job_out_layers(const al_merge_job *j);   /* -1 when unchanged (models:) */
+/* LiNeS alpha computed by the last run when the recipe says alpha: auto (else 0). */
+double al_merge_job_lines_alpha(const al_merge_job *j);
 /* Write the merged checkpoint directory at out_path (atomic). */
 al_status al_merge_job_run(al_merge_job *j, const char *out_path, al_error *err);
 void al_merge_job_free(al_merge_job *j);

@@ -93,6 +93,14 @@ static const al_param_def p_passthrough[] = {
     { .name = "scale", .type = AL_PT_NUMBER, .scope = P, .doc = "multiply the tensor (optional)" },
 };
 static const al_param_def p_arcee_fusion[] = { SEED };
+/* LiNeS (Wang et al., ICLR 2025) on one fine-tune: theta = base + s(l) tau with
+ * s(l) = alpha + beta l/(L-1) in block l and alpha outside the blocks; beta defaults
+ * to 1 - alpha, so the last block keeps the whole fine-tuned change. */
+static const al_param_def p_lines[] = {
+    NUM("alpha", G, true, 0, "scale of the shallowest block and of everything outside the blocks"),
+    { .name = "beta", .type = AL_PT_NUMBER, .scope = G, .extension = true,
+      .doc = "added scale at the deepest block (default 1 - alpha)" },
+};
 static const al_param_def p_ram[] = { NUMMIN("epsilon", G, 1e-5, 0.0, "activity threshold") };
 static const al_param_def p_ramplus_tl[] = {
     NUMMIN("epsilon", G, 1e-5, 0.0, "activity threshold"),
@@ -136,6 +144,8 @@ static const al_method methods[] = {
     M("passthrough", AL_BASE_OPTIONAL, 1, 1, 0, false, p_passthrough,
       "copy the single input (frankenmerges)"),
     M("ram", AL_BASE_REQUIRED, 1, 0, 0, false, p_ram, "RAM"),
+    M("lines", AL_BASE_REQUIRED, 2, 2, 1, false, p_lines,
+      "alloy: LiNeS layer-increasing scaling of one fine-tune's task vector"),
     M("ramplus_tl", AL_BASE_REQUIRED, 1, 0, 0, false, p_ramplus_tl, "RAM+ (tl)"),
 };
 

@@ -794,8 +794,11 @@ static bool set_lines(pctx *c, const ynode *n, al_recipe_doc *d)
     if (!check_map(c, n, "'lines'")) return false;
     unknown_keys(c, n, known, "'lines'", NULL);
     const ynode *a = map_get(n, "alpha"), *b = map_get(n, "beta");
-    if (yn_number(a, &d->lines_alpha) != 1 || yn_number(b, &d->lines_beta) != 1) {
-        perr(c, pos_of(n), "lines needs numeric 'alpha' and 'beta'");
+    /* alpha: a number, or `auto` for the paper's multi-task rule
+     * alpha = ||sum_t tau_t||_1 / (T ||tau_merged||_1) (Wang et al., ICLR 2025, Eq. 2) */
+    d->lines_alpha_auto = a && a->str && strcmp(a->str, "auto") == 0;
+    if ((!d->lines_alpha_auto && yn_number(a, &d->lines_alpha) != 1) || yn_number(b, &d->lines_beta) != 1) {
+        perr(c, pos_of(n), "lines needs 'alpha' (a number or auto) and a numeric 'beta'");
         return false;
     }
     d->has_lines = true;
@@ -1129,11 +1132,25 @@ static bool check_slices_body(pctx *c, const al_recipe_doc *d, const al_slice *s
     return ok;
 }
 
+/* Methods whose result is base + a merged task vector, which LiNeS can scale by layer. */
+static bool is_task_vector_method(const char *name)
+{
+    static const char *const tv[] = {"task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
+                                     "breadcrumbs_ties", "della", "della_linear", NULL};
+    for (size_t i = 0; tv[i]; i++) if (strcmp(name, tv[i]) == 0) return true;
+    return false;
+}
+
 static bool validate_doc(pctx *c, al_recipe_doc *d)
 {
     const al_method *m = d->method;
     if (!m) return false;
     bool ok = check_params(c, d, &d->params, false);
+    if (d->has_lines && !is_task_vector_method(m->name)) {
+        perr(c, d->lines_pos, "lines: scales a merged task vector, so it applies to task_arithmetic, ties, "
+             "dare_*, breadcrumbs* and della* (not %s); for one fine-tune use merge_method: lines", m->name);
+        ok = false;
+    }
     if (m->base == AL_BASE_FORBIDDEN && d->base_model) {
         perr(c, d->base_model->pos, "merge_method %s takes no base_model", m->name);
         ok = false;

@@ -249,6 +249,7 @@ typedef struct {
     char *chat_template;                         /* NULL if absent */
     /* alloy extension: LiNeS-style per-layer scaling block `lines: {alpha, beta}`. */
     bool has_lines;
+    bool lines_alpha_auto;       /* alpha: auto (LiNeS multi-task rule, needs a first pass) */
     double lines_alpha, lines_beta;
     al_pos pos, method_pos, name_pos, dtype_pos, out_dtype_pos,
            tokenizer_source_pos, chat_template_pos, lines_pos;

@@ -36,11 +36,21 @@ static void test_layer_of(void **state)
         {"layers.2.attention.wq.weight", AL_LAYER_BLOCK, 2, false},
         {"tok_embeddings.weight", AL_LAYER_PRE, -1, false},
         {"blk.0.ffn_up.weight", AL_LAYER_BLOCK, 0, false},
+        /* T5: encoder and decoder stacks; ".layer.1." inside a block is not a block index */
+        {"encoder.block.3.layer.1.DenseReluDense.wi.weight", AL_LAYER_BLOCK, 3, false},
+        {"decoder.block.11.layer.2.DenseReluDense.wo.weight", AL_LAYER_BLOCK, 11, false},
+        {"shared.weight", AL_LAYER_PRE, -1, false},   /* T5's tied input embedding */
+        {"model.decoder.layers.5.self_attn.k_proj.weight", AL_LAYER_BLOCK, 5, false},
         /* no known prefix: first ".N." component, flagged as a guess */
-        {"encoder.block.3.layer.0.SelfAttention.q.weight", AL_LAYER_BLOCK, 3, true},
+        {"backbone.stages.2.conv.weight", AL_LAYER_BLOCK, 2, true},
         /* digits that are not a block index */
         {"model.layers.x7.weight", AL_LAYER_POST, -1, false},
     };
+    al_layer_info st;
+    al_layer_of("decoder.block.0.layer.0.SelfAttention.q.weight", &st);
+    assert_int_equal(st.stack, 1);
+    al_layer_of("encoder.block.0.layer.0.SelfAttention.q.weight", &st);
+    assert_int_equal(st.stack, 0);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         al_layer_info li;
         al_layer_of(cases[i].name, &li);

@@ -360,6 +360,135 @@ static void test_ties_trim_model(void **state)
     assert_false(exists_out("tv"));
 }
 
+/* All tensors of model m (in the test's order) as one flat array, for byte checks. */
+static void expect_same_as_model(const char *out, int m)
+{
+    tspec t[64];
+    int n = model_tensors(t, D);
+    for (int k = 0; k < n; k++) {
+        int64_t ne;
+        float *o = read_out(out, t[k].name, &ne);
+        for (int64_t i = 0; i < ne; i++) {
+            float want = val(m, t[k].name, i);
+            if (memcmp(&o[i], &want, 4) != 0) fail_msg("%s %s[%lld]: %a != %a", out, t[k].name, (long long)i, (double)o[i], (double)want);
+        }
+        free(o);
+    }
+}
+
+/* as the LiNeS reference computes it: alpha + beta * (l / (L - 1)), in double */
+static double lines_s(double a, double b, int layer) { return layer < 0 ? a : a + b * ((double)layer / (L - 1.0)); }
+
+/* merge_method: lines: each block's scale factor, exactly; the endpoints bit for bit. */
+static void test_lines_single(void **state)
+{
+    (void)state;
+    al_error err = {0};
+    const char *endpoints[2] = {
+        "merge_method: lines\nbase_model: DIR/base\nmodels:\n  - model: DIR/ft1\nparameters: {alpha: 1.0, beta: 0.0}\n",
+        "merge_method: lines\nbase_model: DIR/base\nmodels:\n  - model: DIR/ft1\nparameters: {alpha: 0.0, beta: 0.0}\n",
+    };
+    if (run_recipe(endpoints[0], "l10", &err) != AL_OK) fail_msg("%s", err.msg);
+    expect_same_as_model("l10", 1);      /* alpha 1, beta 0: the fine-tune */
+    if (run_recipe(endpoints[1], "l00", &err) != AL_OK) fail_msg("%s", err.msg);
+    expect_same_as_model("l00", 0);      /* alpha 0, beta 0: the base */
+
+    /* alpha 0.2, beta defaults to 1 - alpha = 0.8 */
+    const char *recipe = "merge_method: lines\nbase_model: DIR/base\nmodels:\n  - model: DIR/ft1\nparameters: {alpha: 0.2}\n";
+    char text[1024] = {0};
+    for (const char *p = recipe, *q; (q = strstr(p, "DIR")) || *p; p = q + 3) {
+        if (!q) { strcat(text, p); break; }
+        strncat(text, p, (size_t)(q - p));
+        strcat(text, g_dir);
+    }
+    al_recipe *r = NULL;
+    assert_int_equal(al_recipe_parse_string(text, strlen(text), "t.yaml", NULL, &r, &err), AL_OK);
+    al_merge_opts mo = {0};
+    al_merge_job *j = NULL;
+    if (al_merge_job_build(r, 0, &mo, &j, &err) != AL_OK) fail_msg("%s", err.msg);
+    for (size_t i = 0; i < al_merge_job_count(j); i++) {
+        const al_job_tensor *t = al_merge_job_tensor(j, i);
+        int layer = -1;
+        sscanf(t->name, "model.layers.%d.", &layer);
+        char want[64];
+        snprintf(want, sizeof want, "lines_scale=%.17g", lines_s(0.2, 0.8, layer));
+        bool found = false;
+        for (size_t k = 0; k < t->n_params; k++) found |= strcmp(t->params[k], want) == 0;
+        if (!found) fail_msg("%s: no %s", t->name, want);
+    }
+    char op[300];
+    snprintf(op, sizeof op, "%s/l28", g_dir);
+    if (al_merge_job_run(j, op, &err) != AL_OK) fail_msg("%s", err.msg);
+    al_merge_job_free(j);
+    al_recipe_free(r);
+    tspec t[64];
+    int n = model_tensors(t, D);
+    for (int k = 0; k < n; k++) {
+        int layer = -1;
+        sscanf(t[k].name, "model.layers.%d.", &layer);
+        double sc = lines_s(0.2, 0.8, layer);
+        int64_t ne;
+        float *o = read_out("l28", t[k].name, &ne);
+        for (int64_t i = 0; i < ne; i++) {
+            double b = val(0, t[k].name, i), x = val(1, t[k].name, i);
+            float want = (float)(b + sc * (x - b));
+            if (memcmp(&o[i], &want, 4) != 0) fail_msg("%s[%lld]", t[k].name, (long long)i);
+        }
+        free(o);
+    }
+}
+
+/* lines: on task arithmetic, with a fixed alpha and with alpha: auto, whose value is
+ * checked against ||sum_t tau_t||_1 / (T ||tau_merged||_1) computed here. */
+static void test_lines_multi(void **state)
+{
+    (void)state;
+    al_error err = {0};
+    tspec t[64];
+    int n = model_tensors(t, D);
+    double num = 0, den = 0;
+    for (int k = 0; k < n; k++)
+        for (int64_t i = 0; i < numel(&t[k]); i++) {
+            double b = val(0, t[k].name, i), d1 = (double)val(1, t[k].name, i) - b, d2 = (double)val(2, t[k].name, i) - b;
+            num += fabs(d1 + d2);
+            float merged = (float)(b + (0.5 * (double)(val(1, t[k].name, i) - val(0, t[k].name, i)) +
+                                        0.25 * (double)(val(2, t[k].name, i) - val(0, t[k].name, i))));
+            den += fabs((double)merged - b);
+        }
+    double alpha_ref = num / (2.0 * den);
+    for (int mode = 0; mode < 2; mode++) {
+        char recipe[600];
+        snprintf(recipe, sizeof recipe,
+                 "merge_method: task_arithmetic\nbase_model: DIR/base\nmodels:\n"
+                 "  - model: DIR/ft1\n    parameters: {weight: 0.5}\n"
+                 "  - model: DIR/ft2\n    parameters: {weight: 0.25}\n"
+                 "lines: {alpha: %s, beta: 0.6}\n", mode ? "auto" : "0.3");
+        const char *out = mode ? "lauto" : "lfix";
+        if (run_recipe(recipe, out, &err) != AL_OK) fail_msg("%s", err.msg);
+        double alpha = mode ? alpha_ref : 0.3;
+        for (int k = 0; k < n; k++) {
+            int layer = -1;
+            sscanf(t[k].name, "model.layers.%d.", &layer);
+            double sc = lines_s(alpha, 0.6, layer);
+            int64_t ne;
+            float *o = read_out(out, t[k].name, &ne);
+            for (int64_t i = 0; i < ne; i++) {
+                double b = val(0, t[k].name, i);
+                double want = b + sc * (0.5 * ((double)val(1, t[k].name, i) - b) + 0.25 * ((double)val(2, t[k].name, i) - b));
+                /* auto: alpha from sums of F32 outputs, so a few ulps of slack */
+                if (fabs((double)o[i] - want) > 4e-7 * (1.0 + fabs(want)))
+                    fail_msg("%s %s[%lld]: got %.9g want %.9g", out, t[k].name, (long long)i, (double)o[i], want);
+            }
+            free(o);
+        }
+    }
+    /* the modifier is refused on methods whose result is not a task vector */
+    const char *bad = "merge_method: slerp\nbase_model: DIR/base\nmodels:\n  - model: DIR/ft1\n"
+                      "parameters: {t: 0.5}\nlines: {alpha: 0.5, beta: 0.5}\n";
+    assert_int_equal(run_recipe(bad, "lbad", &err), AL_ERR_RECIPE);
+    assert_non_null(strstr(err.msg, "test.yaml:6:8"));
+}
+
 static bool exists_out(const char *out)
 {
     char p[300];
@@ -408,6 +537,8 @@ int main(void)
         cmocka_unit_test(test_slices),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_ties_trim_model),
+        cmocka_unit_test(test_lines_single),
+        cmocka_unit_test(test_lines_multi),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
