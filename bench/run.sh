@@ -92,3 +92,14 @@ if [ "$what" = merge ]; then
     $PM $ALLOY merge "$D/ties.yaml" -o "$D/out" --threads 2 --quiet
     rm -rf "$D/out"
 fi
+
+if [ "$what" = lines ]; then
+    # LiNeS alpha: auto on the TIES merge above: one extra streamed pass over the model
+    [ -f "$D/ties.yaml" ] || { echo "run 'sh bench/run.sh merge' first"; exit 1; }
+    { cat "$D/ties.yaml"; echo "lines: {alpha: auto, beta: 0.5}"; } >"$D/ties-lines.yaml"
+    cat "$D"/base/model.safetensors "$D"/ft*/model.safetensors >/dev/null
+    rm -rf "$D/out"
+    echo "-- alloy merge (ties + lines alpha: auto), 2 threads, warm"
+    $PM $ALLOY merge "$D/ties-lines.yaml" -o "$D/out" --threads 2 --quiet
+    rm -rf "$D/out"
+fi

@@ -666,7 +666,7 @@ static void test_determinism(void **st)
         p.select_topk = 0.5; p.base_weight = 0.5;
         int n = 3;
         const float *bb = b;
-        if (!strcmp(nm, "slerp") || !strcmp(nm, "nearswap") || !strcmp(nm, "arcee_fusion")) n = 1;
+        if (!strcmp(nm, "slerp") || !strcmp(nm, "nearswap") || !strcmp(nm, "arcee_fusion") || !strcmp(nm, "lines")) n = 1;
         if (!strcmp(nm, "nuslerp")) n = 2;
         if (!strcmp(nm, "passthrough")) { n = 1; bb = NULL; }
         for (int variant = 0; variant < 2; variant++) {
@@ -713,7 +713,7 @@ static void test_alloc_fail(void **st)
         p.density = d; p.epsilon = e; p.t = 0.5; p.select_topk = 0.5; p.ndim = 2; p.row_len = 8;
         int n = 3;
         const float *bb = b;
-        if (!strcmp(nm, "slerp") || !strcmp(nm, "nearswap") || !strcmp(nm, "arcee_fusion")) n = 1;
+        if (!strcmp(nm, "slerp") || !strcmp(nm, "nearswap") || !strcmp(nm, "arcee_fusion") || !strcmp(nm, "lines")) n = 1;
         if (!strcmp(nm, "nuslerp")) n = 2;
         if (!strcmp(nm, "passthrough")) { n = 1; bb = NULL; }
         if (!strcmp(nm, "linear")) bb = NULL;
@@ -734,7 +734,7 @@ static void test_registry(void **st)
     const char *names[] = { "linear", "task_arithmetic", "ties", "dare_ties", "dare_linear", "slerp",
                             "model_stock", "della", "della_linear", "breadcrumbs", "breadcrumbs_ties",
                             "sce", "nuslerp", "multislerp", "karcher", "nearswap", "arcee_fusion",
-                            "passthrough", "ram", "ramplus_tl" };
+                            "passthrough", "ram", "ramplus_tl", "lines" };
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) assert_non_null(al_merge_method_find(names[i]));
     assert_null(al_merge_method_find("nope"));
     /* GTA without base */
