@@ -555,9 +555,12 @@ static al_status plan_group(al_merge_job *j, const jb_slice *sl, al_layer_kind k
         al_layer_info li;
         al_layer_of(info->name, &li);
         if (li.guessed && !j->warned_layers) {
+            al_hf_config cfg;
             j->warned_layers = true;
-            if ((s = warn(j, err, "model '%s': tensor names of an architecture alloy does not know (e.g. '%s'); "
-                          "block indices are taken from the first '.N.' in each name", rm->ref, info->name)) != AL_OK)
+            if (al_hf_config_read(al_ckpt_dir(rm->ck), &cfg, NULL) != AL_OK) cfg.present = false;
+            if ((s = warn(j, err, "model '%s': architecture '%s' is not in alloy's layer map (tensor names such as "
+                          "'%s'); block indices are taken from the first '.N.' in each name", rm->ref,
+                          cfg.present && cfg.model_type[0] ? cfg.model_type : "unknown", info->name)) != AL_OK)
                 break;
         }
         if (li.kind != kind) continue;
