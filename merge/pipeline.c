@@ -612,6 +612,10 @@ al_status al_merge_job_build(const al_recipe *r, size_t doc, const al_merge_opts
                       r->filename, p.line, p.col);
         goto fail;
     }
+    if (d->chat_template &&
+        (s = warn(j, err, "%s:%d:%d: chat_template is recorded in the model card but not written into "
+                  "tokenizer_config.json yet", r->filename, d->chat_template_pos.line, d->chat_template_pos.col)) != AL_OK)
+        goto fail;
     if ((s = build_slices(j, err)) != AL_OK) goto fail;
     j->n_blocks = j->out_layers >= 0 ? j->out_layers
                 : j->slices[0].n ? (long)(j->slices[0].src[0].end - j->slices[0].src[0].start) : 0;
