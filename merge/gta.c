@@ -594,15 +594,8 @@ static void deltas_cut_fn(void *vc, int64_t i0, int64_t i1)
  * when every element is decided on its own (no partial ties, no row-wise DELLA). */
 static void fused_fn(void *vc, int64_t i0, int64_t i1)
 {
-    sub_ctx *c = vc;
-    gta_state *g = c->g;
-    sub_deltas(c, i0, i1);
-    for (int i = 0; i < g->n; i++) {
-        model_job J = { c, i };
-        if (g->mode[i] == MD_WINDOW) window_fn(&J, i0, i1);
-        else sparsify_range(c, i, i0, i1);
-    }
-    combine_fn(c, i0, i1);
+    deltas_cut_fn(vc, i0, i1);
+    combine_fn(vc, i0, i1);
 }
 
 /* Partial ties only on single cuts (TIES), no DELLA: two parallel passes. */
