@@ -743,6 +743,7 @@ typedef struct {
     const float *map;
     float *cache;
     float *stage;
+    int64_t cached;       /* rows of `cache` filled so far (filled in order, on first use) */
     bool round;           /* compat: round values to `to` after reading */
     al_dtype to;
 } jb_in;
@@ -756,7 +757,19 @@ static void round_to(float *x, size_t n, al_dtype t)
 static al_status in_rows(jb_in *in, int64_t r0, int64_t nr, int64_t rrow, const float **out, al_error *err)
 {
     if (in->map) { *out = in->map + r0 * rrow; return AL_OK; }
-    if (in->cache) { *out = in->cache + r0 * rrow; return AL_OK; }
+    if (in->cache) {
+        /* The cache is filled chunk by chunk during the first pass, so each chunk is
+         * converted just before the method first reads it (still in cache). */
+        if (r0 + nr > in->cached) {
+            AL_ASSERT(r0 == in->cached);
+            al_status s = al_ckpt_read(in->ck, (size_t)in->idx, r0, nr, in->cache + r0 * rrow, AL_F32, err);
+            if (s != AL_OK) return s;
+            if (in->round) round_to(in->cache + r0 * rrow, (size_t)(nr * rrow), in->to);
+            in->cached = r0 + nr;
+        }
+        *out = in->cache + r0 * rrow;
+        return AL_OK;
+    }
     al_status s = al_ckpt_read(in->ck, (size_t)in->idx, r0, nr, in->stage, AL_F32, err);
     if (s != AL_OK) return s;
     if (in->round) round_to(in->stage, (size_t)(nr * rrow), in->to);
@@ -951,8 +964,6 @@ static al_status run_tensor(al_merge_job *j, jb_tensor *jt, aw_t *aw, float *obu
             in->map = v.data;
         } else if (cache) {
             if (!(in->cache = pool_get(j, i, (size_t)numel))) { s = al_errorf(err, AL_ERR_NOMEM, "out of memory for '%s'", t->name); goto done; }
-            if ((s = al_ckpt_read(in->ck, (size_t)in->idx, 0, rows, in->cache, AL_F32, err)) != AL_OK) goto done;
-            if (compat) round_to(in->cache, (size_t)numel, in->to);
         } else if (!(in->stage = pool_get(j, i, (size_t)(crows * rrow)))) {
             s = al_errorf(err, AL_ERR_NOMEM, "out of memory for '%s'", t->name);
             goto done;
