@@ -1,0 +1,56 @@
+/* edit/facts.h: facts files, the one input format of `alloy eval` and `alloy edit`.
+ *
+ * Accepted (YAML, and so JSON too):
+ *   - a mapping with a `facts:` or `edits:` list (other top-level keys are the edit
+ *     settings: model, method, hparams, stats, ... read by the edit command);
+ *   - a plain list.
+ * Each item is either alloy's form
+ *     {prompt: "{} plays the sport of" | "LeBron James plays the sport of",
+ *      subject: "LeBron James", target_new | target | expect: "football",
+ *      target_true: "basketball", alternatives: [...], paraphrase_prompts: [...],
+ *      neighborhood_prompts: [...], group: "sports"}
+ * or a CounterFact record ({requested_rewrite: {prompt, subject, target_new: {str},
+ * target_true: {str}}, paraphrase_prompts, neighborhood_prompts, ...}), or a fact-prompt
+ * record ({prompt, target, split, kind}) as in the example models' eval data.
+ *
+ * A prompt with "{}" gets the subject substituted (every occurrence, as the ROME code
+ * does); a full-sentence prompt must contain the subject when one is given. Targets are
+ * continuations: they are stored with exactly one leading space (rome.md §4: EasyEdit
+ * would add a second one). Every error names FILE:LINE:COL. */
+#ifndef AL_EDIT_FACTS_H
+#define AL_EDIT_FACTS_H
+
+#include <stddef.h>
+
+#include "../core/status.h"
+
+typedef struct {
+    char *prompt;            /* full text, subject filled in */
+    char *templ;             /* the prompt with "{}" where the subject goes, or NULL */
+    char *subject;           /* NULL when not given */
+    char *target_new;        /* expected continuation (eval) / new object (edit), " word" */
+    char *target_true;       /* NULL when not given */
+    char **alternatives;     /* other candidate continuations, " word" */
+    size_t n_alternatives;
+    char **paraphrases;
+    size_t n_paraphrases;
+    char **neighborhood;
+    size_t n_neighborhood;
+    char *group;             /* for per-group summaries, or NULL */
+    int line, col;           /* where the item starts */
+} al_fact;
+
+typedef struct {
+    char *filename;
+    al_fact *items;
+    size_t n;
+} al_facts;
+
+#define AL_FACTS_MAX 1000000
+
+/* Parse a facts file. On success *out is owned by the caller (al_facts_free). */
+al_status al_facts_load(const char *path, al_facts **out, al_error *err);
+al_status al_facts_parse(const char *text, size_t len, const char *filename, al_facts **out, al_error *err);
+void al_facts_free(al_facts *f);
+
+#endif
