@@ -2,6 +2,7 @@
  *
  * Exit codes: 0 ok, 1 usage, 2 bad input (malformed file, recipe, shapes), 3 I/O,
  * 4 out of memory, 5 not supported, 70 internal error. */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -28,6 +29,10 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    /* Past a file-size limit (ulimit -f) the kernel would kill us with SIGXFSZ before
+     * the temporary output could be removed; ignored, the write fails with EFBIG and
+     * the error path cleans up like any other write error (disk full included). */
+    signal(SIGXFSZ, SIG_IGN);
     if (argc < 2) { usage(stderr); return 1; }
     if (cli_is_help(argv[1])) { usage(stdout); return 0; }
     if (strcmp(argv[1], "--version") == 0) { printf("alloy %s\n", ALLOY_VERSION); return 0; }
