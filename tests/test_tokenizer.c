@@ -494,13 +494,84 @@ static void test_invalid_utf8(void **state)
     al_tokenizer_free(l);
 }
 
+/* An HF model directory without tokenizer.json falls back to vocab.json + merges.txt
+ * (with a "#version" header), and then to tokenizer.model (here a tiny tiktoken file:
+ * "a"=0 "b"=1 "ab"=2, so "abba" -> "abba" is one cl100k piece -> ab(2) b(1) a(0)). */
+static void test_directory_fallbacks(void **state)
+{
+    (void)state;
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/alloy_tok_XXXXXX");
+    assert_non_null(mkdtemp(tmpdir));
+    const char *v = "{\"a\": 0, \"b\": 1, \"ab\": 2, \"\xc4\xa0\": 3, \"\xc4\xa0" "ab\": 4}";
+    const char *m = "#version: 0.2\r\na b\r\n\xc4\xa0" " ab\r\n";
+    write_tmp("vocab.json", v, strlen(v));
+    write_tmp("merges.txt", m, strlen(m));
+    al_tokenizer *t = load_ok(tmpdir);
+    expect_ids(t, "ab ab", 5, false, (int32_t[]){2, 4}, 2, "dir vocab.json");
+    expect_roundtrip(t, "ab ab", 5, "dir vocab.json");
+    al_tokenizer_free(t);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -f %s/vocab.json %s/merges.txt", tmpdir, tmpdir);
+    assert_int_equal(system(cmd), 0);
+    const char *tk = "YQ== 0\nYg== 1\nYWI= 2\n";
+    write_tmp("tokenizer.model", tk, strlen(tk));
+    t = load_ok(tmpdir);
+    expect_ids(t, "abba", 4, false, (int32_t[]){2, 1, 0}, 3, "dir tiktoken");
+    assert_string_equal(al_tokenizer_token(t, 2), "ab");
+    al_tokenizer_free(t);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* Every prefix of a valid file, and single-byte corruptions, load cleanly or fail
+ * with an error: never crash (run under ASan in CI). */
+static void test_truncations(void **state)
+{
+    (void)state;
+    static const char *files[] = { FIX "hand/llama2_like.json", FIX "hand/llama3_like.json",
+                                   FIX "torchtune/m.model", FIX "torchtune/tiktoken_small.model" };
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/alloy_tok_XXXXXX");
+    assert_non_null(mkdtemp(tmpdir));
+    for (int f = 0; f < 4; f++) {
+        size_t n;
+        char *data = slurp(files[f], &n);
+        assert_non_null(data);
+        const char *name = strstr(files[f], ".json") ? "x.json" : "x.model";
+        size_t step = n > 4000 ? n / 151 : 2;
+        for (size_t k = 0; k < n; k += step) {
+            for (int mode = 0; mode < 2; mode++) {
+                char saved = data[k];
+                if (mode) data[k] = (char)(data[k] ^ 0x5a);
+                const char *p = write_tmp(name, data, mode ? n : k);
+                data[k] = saved;
+                al_tokenizer *t = NULL;
+                al_error err = {0};
+                if (al_tokenizer_load(&t, p, &err) == AL_OK) {
+                    int32_t *ids; size_t ni;
+                    assert_int_equal(al_tokenizer_encode(t, "hello world 123", 15, true, &ids, &ni, NULL), AL_OK);
+                    al_free(ids);
+                    al_tokenizer_free(t);
+                } else {
+                    assert_true(err.msg[0] != '\0');
+                    assert_null(t);
+                }
+            }
+        }
+        free(data);
+    }
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* Every allocation failure during load and encode ends in AL_ERR_NOMEM, nothing leaked. */
 static void test_alloc_failures(void **state)
 {
     (void)state;
-    static const char *files[] = { FIX "hand/llama2_like.json", FIX "hand/llama3_like.json" };
-    for (int f = 0; f < 2; f++) {
-        for (long k = 1; k < 2000; k++) {
+    static const char *files[] = { FIX "hand/llama2_like.json", FIX "hand/llama3_like.json",
+                                   FIX "hand/metaspace_like.json", FIX "torchtune/tiktoken_small.model" };
+    for (int f = 0; f < 4; f++) {
+        for (long k = 1; k < 100000; k++) {
             al_tokenizer *t = NULL;
             al_error err = {0};
             al_alloc_fail_at(k);
@@ -534,6 +605,8 @@ int main(void)
         cmocka_unit_test(test_meta_llama2),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_invalid_utf8),
+        cmocka_unit_test(test_directory_fallbacks),
+        cmocka_unit_test(test_truncations),
         cmocka_unit_test(test_alloc_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
