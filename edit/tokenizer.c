@@ -24,7 +24,15 @@
  *   - tiktoken: the rank of the concatenated bytes, if that is a token (tiktoken's
  *     byte_pair_merge);
  *   - SentencePiece BPE: minus the score of the concatenated piece (bpe_model.cc).
- * ignore_merges (HF, Llama-3) and tiktoken look the whole piece up first. */
+ * ignore_merges (HF, Llama-3) and tiktoken look the whole piece up first.
+ *
+ * Known simplifications (none matters for the GPT-2, Llama-2/3 or Mistral files):
+ *   - the string edits of pre-tokenizers (ByteLevel's prefix space, Metaspace) apply to
+ *     the whole segment before any split, where HF applies them per existing piece;
+ *   - characters missing from the vocabulary become <0xNN> byte tokens after merging
+ *     (as sentencepiece does), not before (HF), so byte tokens never merge;
+ *   - BPE dropout is ignored (encoding is deterministic); added tokens' single_word and
+ *     normalized flags are ignored (matched on the raw text); lstrip/rstrip are honoured. */
 #include "tokenizer.h"
 
 #include <errno.h>
@@ -600,7 +608,7 @@ static bool split_add(ranges *out, size_t first, int beh, size_t a, size_t b, bo
     return ok;
 }
 
-static al_status split_ranges(const al_tokenizer *t, const tok_split *sp, const nstr *x, const ranges *in,
+static al_status split_ranges(const tok_split *sp, const nstr *x, const ranges *in,
                               ranges *out, pcre2_match_data *md, al_error *err)
 {
     out->n = 0;
@@ -628,7 +636,6 @@ static al_status split_ranges(const al_tokenizer *t, const tok_split *sp, const 
             if (!split_add(out, first, sp->behavior, a + ms, a + me, !sp->invert, &prev_m)) return nomem(err);
             pos = off = me;
         }
-        (void)t;
         if (pos < len && !split_add(out, first, sp->behavior, a + pos, b, sp->invert, &prev_m)) return nomem(err);
     }
     return AL_OK;
@@ -663,7 +670,7 @@ static al_status encode_segment(const al_tokenizer *t, const char *text, size_t 
         if (!edit_apply(&t->edits[k], &x, p)) { st = nomem(err); goto done; }
     if (!rg_push(&g1, 0, x.n)) { st = nomem(err); goto done; }
     for (size_t k = 0; k < t->n_splits; k++) {
-        if ((st = split_ranges(t, &t->splits[k], &x, &g1, &g2, md, err)) != AL_OK) goto done;
+        if ((st = split_ranges(&t->splits[k], &x, &g1, &g2, md, err)) != AL_OK) goto done;
         ranges tmp = g1; g1 = g2; g2 = tmp;
     }
     for (size_t k = 0; k < g1.n; k++)

@@ -263,8 +263,8 @@ static void test_family_vectors(void **state)
  * pre-tokenizer, byte_fallback, unk <unk>=0, fuse_unk, template "<s> $A".
  * Merges by rank: 0 ▁+h, 1 l+l, 2 e+ll, 3 ▁h+ell, 4 ▁hell+o, 5 ▁+w, 6 o+r, 7 ▁w+or.
  *   "hello world" -> "▁hello▁world" -> chars ▁ h e l l o ▁ w o r l d
- *     rank 0: ▁h (both ▁ are followed by h? no: only the first), then ll, ell, ▁hell,
- *     ▁hello; rank 5: ▁w; 6: or; 7: ▁wor; "l","d" have no merge
+ *     rank 0: ▁h (the second ▁ is followed by w), then ll, ell, ▁hell, ▁hello;
+ *     rank 5: ▁w; 6: or; 7: ▁wor; "l","d" have no merge
  *     -> ▁hello(18) ▁wor(21) l(9) d(13); with add_special <s>(1) first.
  *   "hé\n" -> "▁hé\n": ▁h(14); é is not a token -> bytes <0xC3>(4) <0xA9>(5); \n -> <0x0A>(3).
  *   "hzz" -> ▁h(14), then z, z: neither a token nor a byte token -> one fused <unk>(0). */
