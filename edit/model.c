@@ -446,7 +446,7 @@ al_status al_model_open(al_model **out, const char *dir, const al_model_opts *op
         TRY(al_ckpt_read(m->ck, (size_t)idx[i], 0, ti->ndim ? ti->shape[0] : 1, dst,
                          convert ? AL_F32 : ti->dtype, err));
         q->dst->data = dst;
-        if (convert) { q->dst->f32 = dst; q->dst->dtype = AL_F32; }
+        if (convert || ti->dtype == AL_F32) { q->dst->f32 = dst; q->dst->dtype = AL_F32; }
         off += convert ? (uint64_t)q->dst->numel * 4 : ti->nbytes;
         off = (off + 63) & ~(uint64_t)63;
     }
