@@ -21,7 +21,7 @@ LDFLAGS_EXTRA ?=
 # NO_OMP=1 builds without OpenMP; results must be identical either way.
 NO_OMP  ?=
 
-PKGS     := yaml-0.1 hdf5 zlib jansson libpcre2-8
+PKGS     := yaml-0.1 hdf5 zlib jansson libpcre2-8 openblas
 WARN     := -Wall -Wextra -Werror -Wvla -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wno-missing-field-initializers
 CFLAGS   := -std=c11 -D_GNU_SOURCE -pthread $(OPT) -g $(WARN) -MMD -MP \
