@@ -120,6 +120,17 @@ int main(int argc, char **argv)
                 "  \"rms_norm_eps\": 1e-05,\n  \"tie_word_embeddings\": false,\n  \"torch_dtype\": \"%s\"\n}\n",
             D, F, H, K, L, V, dt == AL_BF16 ? "bfloat16" : dt == AL_F16 ? "float16" : "float32");
     fclose(cf);
+    /* a minimal byte-level BPE tokenizer.json with one token per embedding row, so that
+     * tokenizer-aware recipes (tokenizer_source: union) can be planned on these models */
+    snprintf(cfgp, sizeof cfgp, "%s/tokenizer.json", al_writer_tmpdir(w));
+    if (!(cf = fopen(cfgp, "w"))) { al_errorf(&err, AL_ERR_IO, "%s: cannot create", cfgp); goto fail; }
+    fprintf(cf, "{\"version\": \"1.0\", \"added_tokens\": [], \"normalizer\": null,\n"
+                " \"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true},\n"
+                " \"post_processor\": null, \"decoder\": {\"type\": \"ByteLevel\"},\n"
+                " \"model\": {\"type\": \"BPE\", \"merges\": [], \"vocab\": {");
+    for (long v = 0; v < V; v++) fprintf(cf, "%s\"t%ld\": %ld", v ? ", " : "", v, v);
+    fprintf(cf, "}}}\n");
+    fclose(cf);
     if (al_writer_commit(w, &err) != AL_OK) goto fail;
     al_writer_free(w);
     free(row);

@@ -103,3 +103,12 @@ if [ "$what" = lines ]; then
     $PM $ALLOY merge "$D/ties-lines.yaml" -o "$D/out" --threads 2 --quiet
     rm -rf "$D/out"
 fi
+
+if [ "$what" = forward ]; then
+    # GPT-2-medium-shaped forward, 1 x 64 tokens: alloy (OpenBLAS) and PyTorch CPU, same run.
+    # The alloy CLI points OpenBLAS at the right kernels when it misdetects this CPU;
+    # the benchmark binary gets the same setting here.
+    if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -q avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX; fi
+    $B/bench/bench_forward "$D/gpt2m" 3
+    /usr/bin/python3 bench/torch_forward.py "$D/gpt2m" 3
+fi

@@ -11,7 +11,7 @@
 #include "../edit/eval.h"
 #include "../edit/facts.h"
 #include "../edit/model.h"
-#include "../edit/tokenizer.h"
+#include "../io/tokenizer.h"
 #include "cli.h"
 
 /* ---- tokenize ------------------------------------------------------------------- */

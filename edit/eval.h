@@ -15,7 +15,7 @@
 #include "../core/status.h"
 #include "facts.h"
 #include "model.h"
-#include "tokenizer.h"
+#include "../io/tokenizer.h"
 
 typedef struct {
     double logp;        /* log P(continuation | prompt), natural log */

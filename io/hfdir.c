@@ -120,7 +120,7 @@ done:
 }
 
 static al_status write_config(const char *src, const char *dst, const char *torch_dtype,
-                              long num_layers, al_error *err)
+                              long num_layers, long vocab_size, al_error *err)
 {
     json_error_t je;
     json_t *root = json_load_file(src, JSON_PRESERVE_ORDER, &je);
@@ -133,6 +133,7 @@ static al_status write_config(const char *src, const char *dst, const char *torc
         const char *key = json_object_get(root, "n_layer") ? "n_layer" : "num_hidden_layers";
         json_object_set_new(root, key, json_integer(num_layers));
     }
+    if (vocab_size >= 0) json_object_set_new(root, "vocab_size", json_integer(vocab_size));
     int rc = json_dump_file(root, dst, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(root);
     if (rc != 0) return al_errorf(err, AL_ERR_IO, "%s: cannot write", dst);
@@ -141,14 +142,14 @@ static al_status write_config(const char *src, const char *dst, const char *torc
 
 /* Copy src_dir/name to dst_dir/name if it exists (config.json is rewritten). */
 static al_status copy_one(const char *src_dir, const char *dst_dir, const char *name,
-                          const char *torch_dtype, long num_layers, al_error *err)
+                          const char *torch_dtype, long num_layers, long vocab_size, al_error *err)
 {
     struct stat st;
     al_status s = AL_OK;
     char *sp = join(src_dir, name), *dp = join(dst_dir, name);
     if (!sp || !dp) s = al_errorf(err, AL_ERR_NOMEM, "out of memory");
     else if (stat(sp, &st) == 0 && S_ISREG(st.st_mode))
-        s = strcmp(name, "config.json") == 0 ? write_config(sp, dp, torch_dtype, num_layers, err)
+        s = strcmp(name, "config.json") == 0 ? write_config(sp, dp, torch_dtype, num_layers, vocab_size, err)
                                              : al_copy_file(sp, dp, err);
     al_free(sp);
     al_free(dp);
@@ -158,14 +159,20 @@ static al_status copy_one(const char *src_dir, const char *dst_dir, const char *
 al_status al_hf_write_config(const char *src_dir, const char *dst_dir, const char *torch_dtype,
                              long num_layers, al_error *err)
 {
-    return copy_one(src_dir, dst_dir, "config.json", torch_dtype, num_layers, err);
+    return copy_one(src_dir, dst_dir, "config.json", torch_dtype, num_layers, -1, err);
+}
+
+al_status al_hf_write_config_vocab(const char *src_dir, const char *dst_dir, const char *torch_dtype,
+                                   long num_layers, long vocab_size, al_error *err)
+{
+    return copy_one(src_dir, dst_dir, "config.json", torch_dtype, num_layers, vocab_size, err);
 }
 
 al_status al_hf_copy_tokenizer(const char *src_dir, const char *dst_dir, al_error *err)
 {
     al_status s = AL_OK;
     for (size_t i = 0; i < sizeof k_aux_files / sizeof k_aux_files[0] && s == AL_OK; i++)
-        s = copy_one(src_dir, dst_dir, k_aux_files[i], NULL, -1, err);
+        s = copy_one(src_dir, dst_dir, k_aux_files[i], NULL, -1, -1, err);
     return s;
 }
 

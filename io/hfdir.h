@@ -31,6 +31,9 @@ al_status al_hf_copy_files(const char *src_dir, const char *dst_dir, const char 
  * tokenizer and generation files alone. */
 al_status al_hf_write_config(const char *src_dir, const char *dst_dir, const char *torch_dtype,
                              long num_layers, al_error *err);
+/* The same, also setting vocab_size when it is >= 0 (a merged tokenizer). */
+al_status al_hf_write_config_vocab(const char *src_dir, const char *dst_dir, const char *torch_dtype,
+                                   long num_layers, long vocab_size, al_error *err);
 al_status al_hf_copy_tokenizer(const char *src_dir, const char *dst_dir, al_error *err);
 
 /* "float32"/"float16"/"bfloat16"/"float64" for a float dtype (config.json spelling). */

@@ -17,6 +17,7 @@
 #include "../io/names.h"
 #include "kernels_internal.h"
 #include "method.h"
+#include "vocab.h"
 
 #define DEFAULT_SHARD_SIZE 5000000000ull          /* mergekit's --out-shard-size 5B */
 #define CHUNK_ELEMS ((int64_t)1 << 20)             /* 4 MB of F32 per input buffer */
@@ -59,6 +60,7 @@ typedef struct {
            epsilon[AL_MERGE_MAX_MODELS], scale[AL_MERGE_MAX_MODELS];
     bool set_weight, set_density, set_gamma, set_epsilon, set_scale;
     bool trim_model;           /* ties trim_scope: model */
+    bool perm;                 /* embedding/head rows follow the merged vocabulary */
     long layer;                /* output block index, -1 outside the blocks */
     double lines_a, lines_b;   /* merge_method: lines parameters */
     bool lines_has_b;
@@ -80,6 +82,11 @@ struct al_merge_job {
     long n_blocks;             /* output blocks, for LiNeS' l/(L-1) */
     double lines_alpha;        /* alpha: auto, once computed */
     bool warned_layers;        /* the unknown-architecture warning was given */
+    /* tokenizer-aware merge (recipes.md §1.5) */
+    bool vocab_on;
+    al_vocab_plan vocab;
+    size_t vocab_kept;         /* tokens kept from the source tokenizer */
+    int vocab_source;          /* model whose tokenizer.json is rewritten */
     int donor;                 /* model whose config.json is copied */
     int tok_donor;             /* model whose tokenizer files are copied */
     float trim_thr[AL_MERGE_MAX_MODELS];   /* trim_scope: model thresholds per task */
@@ -473,11 +480,19 @@ static al_status plan_tensor(al_merge_job *j, const jb_slice *sl, const char *ou
     rinfo = al_ckpt_info(j->models[jt->in_model[ref]].ck, (size_t)jt->in_tensor[ref]);
     jt->pub.ndim = rinfo->ndim;
     memcpy(jt->pub.shape, rinfo->shape, sizeof jt->pub.shape);
+    /* embedding and head rows follow the merged vocabulary: one row per output token */
+    jt->perm = j->vocab_on && rinfo->ndim == 2 && al_name_is_embedding(out_name);
+    if (jt->perm) {
+        jt->pub.shape[0] = (int64_t)j->vocab.rows;
+        if ((s = pstr_add(jt, err, "rows re-ordered for the merged tokenizer (%zu tokens, %zu rows)", j->vocab.n,
+                          j->vocab.rows)) != AL_OK) { al_free(srcs); return s; }
+    }
     /* shapes must agree; embeddings of different vocabularies use the common rows */
     char a[160], b[160];
     for (size_t i = 0; i < n; i++) {
         const al_tensor_info *ti = al_ckpt_info(j->models[jt->in_model[i]].ck, (size_t)jt->in_tensor[i]);
         if (al_shape_equal(ti->ndim, ti->shape, jt->pub.ndim, jt->pub.shape)) continue;
+        if (jt->perm && ti->ndim == 2 && ti->shape[1] == jt->pub.shape[1]) continue;   /* rows are gathered */
         bool vocab = ti->ndim == 2 && jt->pub.ndim == 2 && ti->shape[1] == jt->pub.shape[1] &&
                      al_name_is_embedding(out_name);
         al_shape_str(a, sizeof a, ti->ndim, ti->shape);
@@ -589,6 +604,84 @@ static al_status plan_group(al_merge_job *j, const jb_slice *sl, al_layer_kind k
     return s;
 }
 
+/* Rows of model m's input embedding (its usable vocabulary), or -1. */
+static int64_t embed_rows(const jb_model *m)
+{
+    for (size_t i = 0; i < al_ckpt_count(m->ck); i++) {
+        const al_tensor_info *t = al_ckpt_info(m->ck, i);
+        al_layer_info li;
+        al_layer_of(t->name, &li);
+        if (t->ndim == 2 && li.kind == AL_LAYER_PRE && al_name_is_embedding(t->name)) return t->shape[0];
+    }
+    return -1;
+}
+
+/* A merged vocabulary when the recipe asks for one: `tokenizer:` or tokenizer_source:
+ * union always; tokenizer_source: base or a model when the models' vocabularies differ
+ * in size (otherwise copying that tokenizer is the same thing). */
+static al_status build_vocab(al_merge_job *j, al_error *err)
+{
+    const al_recipe_doc *d = j->d;
+    al_status s = AL_OK;
+    if (!d->tokenizer && d->tokenizer_source == AL_TOKSRC_ABSENT) return AL_OK;
+    bool union_ = d->tokenizer ? d->tokenizer->source == AL_TOKSRC_UNION : d->tokenizer_source == AL_TOKSRC_UNION;
+    int n = (int)j->n_models;
+    int64_t rows[AL_MERGE_MAX_MODELS + 8];
+    const al_tokenizer *toks[AL_MERGE_MAX_MODELS + 8] = {0};
+    al_vtoken *cfg = NULL;
+    size_t ncfg = 0;
+    int source = j->tok_donor;
+    if (d->tokenizer && d->tokenizer->source == AL_TOKSRC_MODEL &&
+        (s = add_model(j, &d->tokenizer->model, &source, err)) != AL_OK) return s;
+    if (d->tokenizer && d->tokenizer->source == AL_TOKSRC_BASE) source = j->slices[0].base >= 0 ? j->slices[0].base : 0;
+    n = (int)j->n_models;
+    if (n > AL_MERGE_MAX_MODELS) return al_errorf(err, AL_ERR_RECIPE, "too many models for a merged tokenizer");
+    bool differ = false;
+    for (int m = 0; m < n; m++) {
+        rows[m] = embed_rows(&j->models[m]);
+        if (rows[m] < 0) return al_errorf(err, AL_ERR_NOTFOUND, "%s: model '%s' has no input embedding to re-order for the merged tokenizer",
+                                          j->r->filename, j->models[m].ref);
+        differ |= rows[m] != rows[0];
+    }
+    if (!d->tokenizer && !union_ && !differ) return AL_OK;
+    j->vocab_on = true;
+    j->vocab_source = source;
+    for (int m = 0; m < n && s == AL_OK; m++) {
+        al_tokenizer *t = NULL;
+        if ((s = al_tokenizer_load(&t, j->models[m].path, err)) != AL_OK)
+            al_error_prefix(err, "%s: the merged tokenizer needs every model's tokenizer: model '%s': ", j->r->filename,
+                            j->models[m].ref);
+        toks[m] = t;
+    }
+    if (s == AL_OK && d->tokenizer && d->tokenizer->n_tokens) {
+        if (!(cfg = al_calloc(d->tokenizer->n_tokens, sizeof *cfg))) s = al_errorf(err, AL_ERR_NOMEM, "out of memory");
+        for (size_t k = 0; s == AL_OK && k < d->tokenizer->n_tokens; k++) {
+            const al_token_override *o = &d->tokenizer->tokens[k];
+            al_vtoken *v = &cfg[ncfg++];
+            v->token = o->token;
+            v->kind = o->kind == AL_TOKEMB_MODEL ? 0 : o->kind == AL_TOKEMB_MODEL_TOKEN ? 1 : 2;
+            v->source_token = o->source_token;
+            v->source_token_id = o->source_token_id;
+            v->force = o->force;
+            if (v->kind != 2 && (s = add_model(j, &o->model, &v->model, err)) == AL_OK && v->model >= n)
+                s = al_errorf(err, AL_ERR_RECIPE, "%s:%d:%d: tokens: '%s' names a model that is not merged", j->r->filename,
+                              o->pos.line, o->pos.col, o->token);
+        }
+    }
+    if (s == AL_OK) {
+        int base = j->slices[0].base;
+        s = al_vocab_plan_build(&j->vocab, toks, rows, n, base, source, union_, cfg, ncfg,
+                                d->tokenizer ? d->tokenizer->pad_to_multiple_of : 0, err);
+        if (s != AL_OK) al_error_prefix(err, "%s: merged tokenizer: ", j->r->filename);
+        j->vocab_kept = (size_t)rows[source];
+    }
+    if (s == AL_OK && j->vocab.n_zero)
+        s = warn(j, err, "merged tokenizer: %zu embedding rows are zero (tokens no model has)", j->vocab.n_zero);
+    for (int m = 0; m < n; m++) al_tokenizer_free((al_tokenizer *)toks[m]);
+    al_free(cfg);
+    return s;
+}
+
 al_status al_merge_job_build(const al_recipe *r, size_t doc, const al_merge_opts *o, al_merge_job **out,
                              al_error *err)
 {
@@ -605,17 +698,6 @@ al_status al_merge_job_build(const al_recipe *r, size_t doc, const al_merge_opts
                       d->method_pos.line, d->method_pos.col, d->merge_method);
         goto fail;
     }
-    if (d->tokenizer || d->tokenizer_source == AL_TOKSRC_UNION) {
-        al_pos p = d->tokenizer ? d->tokenizer->pos : d->tokenizer_source_pos;
-        s = al_errorf(err, AL_ERR_UNSUPPORTED, "%s:%d:%d: building a merged tokenizer (tokenizer_source: union "
-                      "or a tokenizer: block) is not supported yet; use tokenizer_source: base or a model",
-                      r->filename, p.line, p.col);
-        goto fail;
-    }
-    if (d->chat_template &&
-        (s = warn(j, err, "%s:%d:%d: chat_template is recorded in the model card but not written into "
-                  "tokenizer_config.json yet", r->filename, d->chat_template_pos.line, d->chat_template_pos.col)) != AL_OK)
-        goto fail;
     if ((s = build_slices(j, err)) != AL_OK) goto fail;
     j->n_blocks = j->out_layers >= 0 ? j->out_layers
                 : j->slices[0].n ? (long)(j->slices[0].src[0].end - j->slices[0].src[0].start) : 0;
@@ -639,6 +721,7 @@ al_status al_merge_job_build(const al_recipe *r, size_t doc, const al_merge_opts
     if (d->tokenizer_source == AL_TOKSRC_MODEL && (s = add_model(j, &d->tokenizer_source_model, &j->tok_donor, err)) != AL_OK)
         goto fail;
     if (j->donor < 0) j->donor = 0;
+    if ((s = build_vocab(j, err)) != AL_OK) goto fail;
 
     /* pre weights from the first slice, layers slice by slice, post weights from the last */
     if ((s = plan_group(j, &j->slices[0], AL_LAYER_PRE, 0, 0, 0.0, err)) != AL_OK) goto fail;
@@ -721,6 +804,7 @@ void al_merge_job_free(al_merge_job *j)
     }
     al_free(j->t);
     for (size_t i = 0; i <= AL_MERGE_MAX_MODELS; i++) al_free(j->pool[i]);
+    al_vocab_plan_free(&j->vocab);
     for (size_t i = 0; i < j->n_models; i++) {
         al_ckpt_close(j->models[i].ck);
         al_free(j->models[i].ref);
@@ -746,7 +830,63 @@ typedef struct {
     int64_t cached;       /* rows of `cache` filled so far (filled in order, on first use) */
     bool round;           /* compat: round values to `to` after reading */
     al_dtype to;
+    /* merged vocabulary: rows are gathered from this model's (and others') rows */
+    const al_merge_job *job;
+    int model;
+    const char *tname;
+    float *pad_mean;      /* [rrow] mean of the real rows, for padding rows */
 } jb_in;
+
+static al_status read_row_of(const al_merge_job *j, int model, const char *tname, int64_t row, float *dst,
+                             int64_t rrow, al_error *err)
+{
+    al_ckpt *ck = j->models[model].ck;
+    long ti = al_ckpt_find(ck, tname);
+    if (ti < 0) return al_errorf(err, AL_ERR_NOTFOUND, "model '%s' has no tensor '%s' for the merged tokenizer",
+                                 j->models[model].ref, tname);
+    if (al_shape_row_numel(al_ckpt_info(ck, (size_t)ti)->ndim, al_ckpt_info(ck, (size_t)ti)->shape) != rrow)
+        return al_errorf(err, AL_ERR_SHAPE, "model '%s': tensor '%s' has rows of another width", j->models[model].ref, tname);
+    return al_ckpt_read(ck, (size_t)ti, row, 1, dst, AL_F32, err);
+}
+
+/* Output rows [r0, r0+nr) of input `in` in the merged vocabulary's order (vocab.h). */
+static al_status gather_rows(const jb_in *in, int64_t r0, int64_t nr, int64_t rrow, float *dst, al_error *err)
+{
+    const al_merge_job *j = in->job;
+    al_status s = AL_OK;
+    for (int64_t r = r0; r < r0 + nr && s == AL_OK; r++) {
+        float *o = dst + (r - r0) * rrow;
+        const al_vfill *f = al_vocab_fill(&j->vocab, in->model, (size_t)r);
+        switch (f->kind) {
+        case AL_VF_OWN: case AL_VF_FROM:
+            s = read_row_of(j, f->model, in->tname, f->row, o, rrow, err);
+            break;
+        case AL_VF_ZERO:
+            memset(o, 0, (size_t)rrow * sizeof *o);
+            break;
+        case AL_VF_PAD:
+            memcpy(o, in->pad_mean, (size_t)rrow * sizeof *o);
+            break;
+        case AL_VF_MEAN: {
+            /* mean of the rows of the models that have the token, in double */
+            double *acc = al_calloc((size_t)rrow, sizeof *acc);
+            int k = 0;
+            if (!acc) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+            for (int m = 0; m < j->vocab.n_models && s == AL_OK; m++) {
+                const al_vfill *g = al_vocab_fill(&j->vocab, m, (size_t)r);
+                if (g->kind != AL_VF_OWN) continue;
+                if ((s = read_row_of(j, m, in->tname, g->row, o, rrow, err)) != AL_OK) break;
+                for (int64_t c = 0; c < rrow; c++) acc[c] += o[c];
+                k++;
+            }
+            for (int64_t c = 0; c < rrow && s == AL_OK; c++) o[c] = (float)(acc[c] / (k ? k : 1));
+            al_free(acc);
+            break;
+        }
+        }
+    }
+    return s;
+}
 
 static void round_to(float *x, size_t n, al_dtype t)
 {
@@ -757,6 +897,16 @@ static void round_to(float *x, size_t n, al_dtype t)
 static al_status in_rows(jb_in *in, int64_t r0, int64_t nr, int64_t rrow, const float **out, al_error *err)
 {
     if (in->map) { *out = in->map + r0 * rrow; return AL_OK; }
+    if (in->job) {
+        float *dst = in->cache ? in->cache + r0 * rrow : in->stage;
+        if (!in->cache || r0 + nr > in->cached) {
+            al_status s = gather_rows(in, r0, nr, rrow, dst, err);
+            if (s != AL_OK) return s;
+            if (in->cache) in->cached = r0 + nr;
+        }
+        *out = dst;
+        return AL_OK;
+    }
     if (in->cache) {
         /* The cache is filled chunk by chunk during the first pass, so each chunk is
          * converted just before the method first reads it (still in cache). */
@@ -958,8 +1108,26 @@ static al_status run_tensor(al_merge_job *j, jb_tensor *jt, aw_t *aw, float *obu
         in->idx = jt->in_tensor[i];
         in->round = compat;
         in->to = j->d->dtype;
+        if (jt->perm) {
+            in->job = j;
+            in->model = jt->in_model[i];
+            in->tname = jt->inputs[i].tensor;
+            if (j->vocab.rows > j->vocab.n) {
+                /* padding rows: the mean of this input's real rows in the new order */
+                if (!(in->pad_mean = al_calloc((size_t)rrow, sizeof *in->pad_mean)) ||
+                    !(in->stage = pool_get(j, i, (size_t)rrow))) { s = al_errorf(err, AL_ERR_NOMEM, "out of memory"); goto done; }
+                double *sum = al_calloc((size_t)rrow, sizeof *sum);
+                if (!sum) { s = al_errorf(err, AL_ERR_NOMEM, "out of memory"); goto done; }
+                for (size_t r = 0; r < j->vocab.n && s == AL_OK; r++)
+                    if ((s = gather_rows(in, (int64_t)r, 1, rrow, in->stage, err)) == AL_OK)
+                        for (int64_t c = 0; c < rrow; c++) sum[c] += in->stage[c];
+                for (int64_t c = 0; c < rrow; c++) in->pad_mean[c] = (float)(sum[c] / (double)j->vocab.n);
+                al_free(sum);
+                if (s != AL_OK) goto done;
+            }
+        }
         al_view v;
-        if (!compat && al_ckpt_info(in->ck, (size_t)in->idx)->dtype == AL_F32 &&
+        if (!jt->perm && !compat && al_ckpt_info(in->ck, (size_t)in->idx)->dtype == AL_F32 &&
             al_ckpt_view(in->ck, (size_t)in->idx, &v, NULL) == AL_OK) {
             in->map = v.data;
         } else if (cache) {
@@ -1008,6 +1176,7 @@ static al_status run_tensor(al_merge_job *j, jb_tensor *jt, aw_t *aw, float *obu
     }
 done:
     if (state) al_merge_method_free(j->method, state);
+    for (size_t i = 0; i < n_in; i++) al_free(ins[i].pad_mean);
     if (s != AL_OK && s != AL_ERR_IO) al_error_prefix(err, "%s: ", j->r->filename);
     return s;
 }
@@ -1237,8 +1406,11 @@ al_status al_merge_job_run(al_merge_job *j, const char *out_path, al_error *err)
     const char *donor = j->models[j->donor].path, *tdonor = j->models[j->tok_donor].path;
     const char *torch_dtype = j->d->has_out_dtype ? al_dtype_torch_name(j->d->out_dtype)
                             : j->d->has_dtype ? al_dtype_torch_name(j->d->dtype) : NULL;
-    if (is_dir(donor) && (s = al_hf_write_config(donor, tmp, torch_dtype, j->out_layers, err)) != AL_OK) goto done;
+    if (is_dir(donor) && (s = al_hf_write_config_vocab(donor, tmp, torch_dtype, j->out_layers,
+                                                       j->vocab_on ? (long)j->vocab.rows : -1, err)) != AL_OK) goto done;
+    if (j->vocab_on) tdonor = j->models[j->vocab_source].path;
     if (is_dir(tdonor) && (s = al_hf_copy_tokenizer(tdonor, tmp, err)) != AL_OK) goto done;
+    if (j->vocab_on && (s = al_vocab_write_tokenizer(&j->vocab, tdonor, tmp, j->vocab_kept, err)) != AL_OK) goto done;
     if ((s = write_card(j, tmp, err)) != AL_OK) goto done;
     s = al_writer_commit(w, err);
 done:

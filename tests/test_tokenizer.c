@@ -19,7 +19,7 @@
 #include <jansson.h>
 
 #include "../core/alloc.h"
-#include "../edit/tokenizer.h"
+#include "../io/tokenizer.h"
 
 #define FIX "tests/fixtures/tokenizers/"
 #define SEP "\n__ggml_vocab_test__\n"

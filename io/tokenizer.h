@@ -1,4 +1,4 @@
-/* edit/tokenizer.h: BPE tokenizers (GPT-2, Llama-2/Mistral, Llama-3 families), in C.
+/* io/tokenizer.h: BPE tokenizers (GPT-2, Llama-2/Mistral, Llama-3 families), in C.
  *
  * Files read:
  *   - Hugging Face tokenizer.json with a BPE model: byte-level (GPT-2, GPT-J, Llama-3:
@@ -75,6 +75,8 @@ const char *al_tokenizer_token(const al_tokenizer *t, int32_t id);
 int32_t al_tokenizer_token_id(const al_tokenizer *t, const char *token);
 /* BOS/EOS ids: from the post-processor template, else tokenizer_config.json /
  * special_tokens_map.json beside the file, else the format's convention; -1 if none. */
+/* True when id is an added token (matched in raw text before pre-tokenization). */
+bool al_tokenizer_is_added(const al_tokenizer *t, int32_t id);
 int32_t al_tokenizer_bos(const al_tokenizer *t);
 int32_t al_tokenizer_eos(const al_tokenizer *t);
 

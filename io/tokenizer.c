@@ -1,4 +1,4 @@
-/* edit/tokenizer.c: BPE tokenizers from tokenizer.json, vocab.json+merges.txt, tiktoken
+/* io/tokenizer.c: BPE tokenizers from tokenizer.json, vocab.json+merges.txt, tiktoken
  * rank files and SentencePiece models.
  *
  * One pipeline serves every format (it mirrors HF tokenizers' order of stages):
@@ -762,6 +762,12 @@ al_status al_tokenizer_decode(const al_tokenizer *t, const int32_t *ids, size_t 
 }
 
 int32_t al_tokenizer_vocab_size(const al_tokenizer *t) { return t->n_ids; }
+
+bool al_tokenizer_is_added(const al_tokenizer *t, int32_t id)
+{
+    for (size_t k = 0; k < t->n_added; k++) if (t->added[k].id == id) return true;
+    return false;
+}
 int32_t al_tokenizer_bos(const al_tokenizer *t) { return t->bos; }
 int32_t al_tokenizer_eos(const al_tokenizer *t) { return t->eos; }
 
