@@ -359,6 +359,20 @@ al_status al_model_open(al_model **out, const char *dir, const al_model_opts *op
     TRY(read_config(&m->cfg, dir, err));
     al_model_config *g = &m->cfg;
     TRY(al_ckpt_open(&m->ck, dir, err));
+    if (!opts) {
+        /* Default: convert non-F32 weights to F32 once when that copy fits in
+         * AL_MODEL_CONVERT_BUDGET (fastest for the many passes of an edit); beyond it,
+         * keep them as stored and convert one layer at a time (a 7B bf16 model would
+         * otherwise need 28 GB). */
+        uint64_t f32_bytes = 0;
+        for (size_t i = 0; i < al_ckpt_count(m->ck); i++) {
+            const al_tensor_info *t = al_ckpt_info(m->ck, i);
+            int64_t ne;
+            if (!t->tied && al_dtype_is_float(t->dtype) && t->dtype != AL_F32 && al_shape_numel(t->ndim, t->shape, &ne))
+                f32_bytes += (uint64_t)ne * 4;
+        }
+        m->opts.per_layer_convert = f32_bytes > AL_MODEL_CONVERT_BUDGET;
+    }
     m->lw = al_calloc((size_t)g->n_layer * W_COUNT, sizeof *m->lw);
     r = al_calloc((size_t)g->n_layer * W_COUNT + G_COUNT, sizeof *r);
     idx = al_calloc((size_t)g->n_layer * W_COUNT + G_COUNT, sizeof *idx);

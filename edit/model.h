@@ -58,6 +58,10 @@ typedef struct {
     int rope_original_max_pos;
 } al_model_config;
 
+/* With opts NULL, non-F32 weights are converted once if their F32 copy fits in this
+ * many bytes, else kept as stored and converted per layer. */
+#define AL_MODEL_CONVERT_BUDGET ((uint64_t)4 << 30)
+
 typedef struct {
     bool per_layer_convert;    /* keep non-F32 weights as stored; convert per layer */
     bool naive_matmul;         /* reference matmul loop instead of OpenBLAS (tests, bench) */
