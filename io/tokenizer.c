@@ -938,22 +938,37 @@ static bool jbool(json_t *o, const char *k, bool dflt)
     return json_is_boolean(v) ? json_is_true(v) : dflt;
 }
 
+static al_status parse_normalizer(hfctx *c, json_t *j, const char *path);
+static al_status parse_pretok(hfctx *c, json_t *j, const char *path);
+static al_status parse_decoder(hfctx *c, json_t *j, const char *path);
+static al_status parse_post(hfctx *c, json_t *j, const char *path);
+
+/* "Sequence" normalizers, pre-tokenizers, decoders and post-processors: each part of
+ * the array under `key` is parsed by fn, in order. */
+typedef al_status (*part_fn)(hfctx *c, json_t *j, const char *path);
+
+static al_status parse_sequence(hfctx *c, json_t *j, const char *path, const char *key, part_fn fn)
+{
+    char sub[256];
+    json_t *a = json_object_get(j, key);
+    if (!json_is_array(a)) {
+        snprintf(sub, sizeof sub, "Sequence without a \"%s\" array", key);
+        return jerr(c, path, sub);
+    }
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        snprintf(sub, sizeof sub, "%s.%s[%zu]", path, key, i);
+        al_status st = fn(c, json_array_get(a, i), sub);
+        if (st) return st;
+    }
+    return AL_OK;
+}
+
 static al_status parse_normalizer(hfctx *c, json_t *j, const char *path)
 {
     if (!j || json_is_null(j)) return AL_OK;
     const char *ty = jtype(j);
-    char sub[256];
     if (!ty) return jerr(c, path, "expected an object with a string \"type\"");
-    if (!strcmp(ty, "Sequence")) {
-        json_t *a = json_object_get(j, "normalizers");
-        if (!json_is_array(a)) return jerr(c, path, "Sequence without a \"normalizers\" array");
-        for (size_t i = 0; i < json_array_size(a); i++) {
-            snprintf(sub, sizeof sub, "%s.normalizers[%zu]", path, i);
-            al_status st = parse_normalizer(c, json_array_get(a, i), sub);
-            if (st) return st;
-        }
-        return AL_OK;
-    }
+    if (!strcmp(ty, "Sequence")) return parse_sequence(c, j, path, "normalizers", parse_normalizer);
     if (!strcmp(ty, "Prepend")) {
         const char *p = json_string_value(json_object_get(j, "prepend"));
         if (!p) return jerr(c, path, "Prepend without a \"prepend\" string");
@@ -977,18 +992,8 @@ static al_status parse_pretok(hfctx *c, json_t *j, const char *path)
     if (!j || json_is_null(j)) return AL_OK;
     const char *ty = jtype(j);
     al_tokenizer *t = c->t;
-    char sub[256];
     if (!ty) return jerr(c, path, "expected an object with a string \"type\"");
-    if (!strcmp(ty, "Sequence")) {
-        json_t *a = json_object_get(j, "pretokenizers");
-        if (!json_is_array(a)) return jerr(c, path, "Sequence without a \"pretokenizers\" array");
-        for (size_t i = 0; i < json_array_size(a); i++) {
-            snprintf(sub, sizeof sub, "%s.pretokenizers[%zu]", path, i);
-            al_status st = parse_pretok(c, json_array_get(a, i), sub);
-            if (st) return st;
-        }
-        return AL_OK;
-    }
+    if (!strcmp(ty, "Sequence")) return parse_sequence(c, j, path, "pretokenizers", parse_pretok);
     if (!strcmp(ty, "ByteLevel")) {
         t->byte_level = true;
         if (jbool(j, "add_prefix_space", true)) {
@@ -1038,18 +1043,8 @@ static al_status parse_decoder(hfctx *c, json_t *j, const char *path)
     if (!j || json_is_null(j)) return AL_OK;
     const char *ty = jtype(j);
     al_tokenizer *t = c->t;
-    char sub[256];
     if (!ty) return jerr(c, path, "expected an object with a string \"type\"");
-    if (!strcmp(ty, "Sequence")) {
-        json_t *a = json_object_get(j, "decoders");
-        if (!json_is_array(a)) return jerr(c, path, "Sequence without a \"decoders\" array");
-        for (size_t i = 0; i < json_array_size(a); i++) {
-            snprintf(sub, sizeof sub, "%s.decoders[%zu]", path, i);
-            al_status st = parse_decoder(c, json_array_get(a, i), sub);
-            if (st) return st;
-        }
-        return AL_OK;
-    }
+    if (!strcmp(ty, "Sequence")) return parse_sequence(c, j, path, "decoders", parse_decoder);
     if (!strcmp(ty, "ByteLevel")) { t->dec_byte_level = true; return AL_OK; }
     if (!strcmp(ty, "ByteFallback")) { t->dec_byte_fallback = true; return AL_OK; }
     if (!strcmp(ty, "Fuse")) return AL_OK;
@@ -1094,16 +1089,7 @@ static al_status parse_post(hfctx *c, json_t *j, const char *path)
     char sub[256];
     if (!ty) return jerr(c, path, "expected an object with a string \"type\"");
     if (!strcmp(ty, "ByteLevel")) return AL_OK;
-    if (!strcmp(ty, "Sequence")) {
-        json_t *a = json_object_get(j, "processors");
-        if (!json_is_array(a)) return jerr(c, path, "Sequence without a \"processors\" array");
-        for (size_t i = 0; i < json_array_size(a); i++) {
-            snprintf(sub, sizeof sub, "%s.processors[%zu]", path, i);
-            al_status st = parse_post(c, json_array_get(a, i), sub);
-            if (st) return st;
-        }
-        return AL_OK;
-    }
+    if (!strcmp(ty, "Sequence")) return parse_sequence(c, j, path, "processors", parse_post);
     if (!strcmp(ty, "RobertaProcessing") || !strcmp(ty, "BertProcessing")) {
         json_t *cls = json_array_get(json_object_get(j, "cls"), 1), *sep = json_array_get(json_object_get(j, "sep"), 1);
         if (!json_is_integer(cls) || !json_is_integer(sep)) return jerr(c, path, "cls/sep must be [token, id] pairs");
