@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../core/alloc.h"
@@ -170,9 +171,102 @@ static bool parse_item(fctx *c, const ynode *n, al_fact *f)
            get_list(c, map_get(n, "neighborhood_prompts"), "neighborhood_prompts", false, &f->neighborhood, &f->n_neighborhood);
 }
 
+static void settings_clear(al_edit_settings *e)
+{
+    al_free(e->model);
+    al_free(e->method);
+    al_free(e->layers);
+    al_free(e->stats);
+    al_free(e->output);
+    for (size_t i = 0; i < e->n_templates; i++) al_free(e->context_templates[i]);
+    al_free(e->context_templates);
+    for (size_t i = 0; i < e->n_hp; i++) al_free(e->hp_names[i]);
+    al_free(e->hp_names);
+    al_free(e->hp_values);
+}
+
+static bool get_int(fctx *c, const ynode *n, const char *what, long *out)
+{
+    char *end;
+    if (!n || n->kind != YN_SCALAR || !n->len) return fail(c, n, AL_ERR_RECIPE, "%s must be an integer", what);
+    errno = 0;
+    long v = strtol(n->str, &end, 10);
+    if (errno || *end) return fail(c, n, AL_ERR_RECIPE, "%s must be an integer, not '%s'", what, n->str);
+    *out = v;
+    return true;
+}
+
+/* The top-level keys of an edit file (rome.md §4's suggested layout). */
+static bool parse_settings(fctx *c, const ynode *root, al_edit_settings *e)
+{
+    static const char *const keys[] = {"model", "method", "layer", "layers", "stats", "context_templates", "seed",
+                                       "output", "hparams", "facts", "edits", NULL};
+    e->seed = -1;
+    e->line = root->line;
+    e->col = root->col;
+    for (size_t i = 0; i + 1 < root->n; i += 2) {
+        const ynode *k = root->kids[i], *v = root->kids[i + 1];
+        if (k->kind != YN_SCALAR || !known_key(k->str, keys))
+            return fail(c, k, AL_ERR_RECIPE, "unknown key '%s' in an edit file", k->kind == YN_SCALAR ? k->str : "?");
+        const char *n = k->str;
+        if (!strcmp(n, "model")) {
+            const ynode *mv = v && v->kind == YN_MAP ? map_get(v, "path") : v;   /* {path: ..., format: ...} */
+            if (!get_str(c, mv, "model", &e->model)) return false;
+        } else if (!strcmp(n, "method")) {
+            if (!get_str(c, v, "method", &e->method)) return false;
+            if (e->method && strcmp(e->method, "rome") && strcmp(e->method, "r-rome") && strcmp(e->method, "memit"))
+                return fail(c, v, AL_ERR_RECIPE, "unknown method '%s' (rome, r-rome or memit)", e->method);
+        } else if (!strcmp(n, "layer") || !strcmp(n, "layers")) {
+            size_t cnt = v->kind == YN_SEQ ? v->n : 1;
+            if (!cnt) return fail(c, v, AL_ERR_RECIPE, "%s is empty", n);
+            if (!(e->layers = al_calloc(cnt, sizeof *e->layers))) return fail(c, v, AL_ERR_NOMEM, "out of memory");
+            for (size_t j = 0; j < cnt; j++) {
+                long l;
+                if (!get_int(c, v->kind == YN_SEQ ? v->kids[j] : v, "layer", &l)) return false;
+                if (l < 0 || l > 100000) return fail(c, v, AL_ERR_RECIPE, "layer %ld out of range", l);
+                e->layers[e->n_layers++] = (int)l;
+            }
+        } else if (!strcmp(n, "stats")) {
+            if (!get_str(c, v, "stats", &e->stats)) return false;
+        } else if (!strcmp(n, "output")) {
+            const ynode *ov = v && v->kind == YN_MAP ? map_get(v, "path") : v;
+            if (!get_str(c, ov, "output", &e->output)) return false;
+        } else if (!strcmp(n, "seed")) {
+            if (!yn_is_null(v) && !get_int(c, v, "seed", &e->seed)) return false;
+        } else if (!strcmp(n, "context_templates")) {
+            if (yn_is_null(v)) continue;
+            if (!get_list(c, v, "context_templates", false, &e->context_templates, &e->n_templates)) return false;
+            for (size_t j = 0; j < e->n_templates; j++)
+                if (!strstr(e->context_templates[j], "{}"))
+                    return fail(c, v, AL_ERR_RECIPE, "context template '%s' has no {}", e->context_templates[j]);
+        } else if (!strcmp(n, "hparams")) {
+            if (v->kind != YN_MAP) return fail(c, v, AL_ERR_RECIPE, "hparams must be a mapping of name: number");
+            size_t cnt = v->n / 2;
+            e->hp_names = al_calloc(cnt ? cnt : 1, sizeof *e->hp_names);
+            e->hp_values = al_calloc(cnt ? cnt : 1, sizeof *e->hp_values);
+            if (!e->hp_names || !e->hp_values) return fail(c, v, AL_ERR_NOMEM, "out of memory");
+            for (size_t j = 0; j + 1 < v->n; j += 2) {
+                const ynode *hk = v->kids[j], *hv = v->kids[j + 1];
+                char *end;
+                if (hv->kind != YN_SCALAR) return fail(c, hv, AL_ERR_RECIPE, "hparams.%s must be a number", hk->str);
+                double x = strtod(hv->str, &end);
+                if (end == hv->str || *end) {
+                    if (!strcmp(hv->str, "true")) x = 1;
+                    else if (!strcmp(hv->str, "false")) x = 0;
+                    else return fail(c, hv, AL_ERR_RECIPE, "hparams.%s must be a number, not '%s'", hk->str, hv->str);
+                }
+                if (!(e->hp_names[e->n_hp] = al_strdup(hk->str))) return fail(c, hk, AL_ERR_NOMEM, "out of memory");
+                e->hp_values[e->n_hp++] = x;
+            }
+        }
+    }
+    return true;
+}
+
 void al_facts_free(al_facts *f)
 {
     if (!f) return;
+    settings_clear(&f->settings);
     for (size_t i = 0; i < f->n; i++) fact_clear(&f->items[i]);
     al_free(f->items);
     al_free(f->filename);
@@ -188,9 +282,11 @@ al_status al_facts_parse(const char *text, size_t len, const char *filename, al_
     if (s != AL_OK) return s;
     al_facts *f = al_calloc(1, sizeof *f);
     if (!f || !(f->filename = al_strdup(filename))) { al_free(f); ytree_free(&tree); return al_errorf(err, AL_ERR_NOMEM, "out of memory"); }
+    f->settings.seed = -1;
     const ynode *root = tree.n_docs ? tree.docs[0] : NULL, *list = root;
     if (tree.n_docs > 1) { fail(&c, tree.docs[1], AL_ERR_RECIPE, "a facts file has one YAML document"); goto done; }
     if (root && root->kind == YN_MAP) {
+        if (!parse_settings(&c, root, &f->settings)) goto done;
         list = map_get(root, "facts");
         if (!list) list = map_get(root, "edits");
         if (!list) { fail(&c, root, AL_ERR_RECIPE, "no 'facts:' or 'edits:' list"); goto done; }

@@ -40,10 +40,30 @@ typedef struct {
     int line, col;           /* where the item starts */
 } al_fact;
 
+/* Edit settings: the top-level keys beside `edits:` (all optional on the command line's
+ * side, which may override them). Numeric hyperparameters are kept as name/value pairs
+ * for the edit method to validate. */
+typedef struct {
+    char *model;              /* model directory */
+    char *method;             /* rome | r-rome | memit */
+    int *layers;              /* `layer: L` or `layers: [..]` */
+    size_t n_layers;
+    char *stats;              /* statistics file (.h5 / .npz), "none" for identity */
+    char **context_templates; /* explicit templates ("{}" marks the prompt), or NULL */
+    size_t n_templates;
+    long seed;                /* -1 when not given */
+    char *output;             /* output directory */
+    char **hp_names;          /* `hparams:` overrides */
+    double *hp_values;
+    size_t n_hp;
+    int line, col;            /* of the settings mapping (for messages) */
+} al_edit_settings;
+
 typedef struct {
     char *filename;
     al_fact *items;
     size_t n;
+    al_edit_settings settings;
 } al_facts;
 
 #define AL_FACTS_MAX 1000000

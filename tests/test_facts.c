@@ -56,6 +56,42 @@ static void test_yaml_form(void **state)
     al_facts_free(f);
 }
 
+static void test_edit_settings(void **state)
+{
+    (void)state;
+    al_facts *f = parse("model: {path: models/gpt2-xl, format: safetensors}\n"
+                        "method: r-rome\n"
+                        "layers: [17]\n"
+                        "hparams: {v_num_grad_steps: 20, v_lr: 0.5, mom2_adjustment: false}\n"
+                        "stats: stats/gpt2-xl.npz\n"
+                        "context_templates: [\"{}\", \"The first thing I. {}\"]\n"
+                        "seed: 42\n"
+                        "output: {path: out/edited}\n"
+                        "edits:\n"
+                        "  - {prompt: \"{} plays\", subject: A, target_new: b}\n", AL_OK, NULL);
+    const al_edit_settings *e = &f->settings;
+    assert_string_equal(e->model, "models/gpt2-xl");
+    assert_string_equal(e->method, "r-rome");
+    assert_int_equal(e->n_layers, 1);
+    assert_int_equal(e->layers[0], 17);
+    assert_int_equal(e->n_hp, 3);
+    assert_string_equal(e->hp_names[0], "v_num_grad_steps");
+    assert_true(e->hp_values[0] == 20 && e->hp_values[2] == 0);
+    assert_string_equal(e->stats, "stats/gpt2-xl.npz");
+    assert_int_equal(e->n_templates, 2);
+    assert_int_equal(e->seed, 42);
+    assert_string_equal(e->output, "out/edited");
+    al_facts_free(f);
+    parse("method: memot\nedits: [{prompt: a, target: b}]\n", AL_ERR_RECIPE, "f.yaml:1:9: unknown method 'memot'");
+    parse("layer: x\nedits: [{prompt: a, target: b}]\n", AL_ERR_RECIPE, "f.yaml:1:8: layer must be an integer");
+    parse("context_templates: [\"no brace\"]\nedits: [{prompt: a, target: b}]\n", AL_ERR_RECIPE, "has no {}");
+    parse("hparams: {v_lr: fast}\nedits: [{prompt: a, target: b}]\n", AL_ERR_RECIPE, "hparams.v_lr must be a number");
+    parse("modle: x\nedits: [{prompt: a, target: b}]\n", AL_ERR_RECIPE, "f.yaml:1:1: unknown key 'modle'");
+    f = parse("- {prompt: a, target: b}\n", AL_OK, NULL);
+    assert_int_equal(f->settings.seed, -1);
+    al_facts_free(f);
+}
+
 static void test_counterfact(void **state)
 {
     (void)state;
@@ -103,6 +139,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_yaml_form),
+        cmocka_unit_test(test_edit_settings),
         cmocka_unit_test(test_counterfact),
         cmocka_unit_test(test_bad),
     };
