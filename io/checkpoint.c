@@ -487,3 +487,46 @@ al_status al_ckpt_read(al_ckpt *c, size_t i, int64_t row0, int64_t nrows, void *
     al_free(stage);
     return s;
 }
+
+al_status al_ckpt_copy_with(al_ckpt *in, al_writer *w, const char *const *rep_names, const float *const *rep_data,
+                            size_t n, al_error *err)
+{
+    al_status s = AL_OK;
+    for (size_t k = 0; k < n; k++) {
+        long i = al_ckpt_find(in, rep_names[k]);
+        if (i < 0 || in->t[i].info.tied || !al_dtype_is_float(in->t[i].info.dtype))
+            return al_errorf(err, AL_ERR_NOTFOUND, "%s: no float tensor '%s' to replace", in->path, rep_names[k]);
+    }
+    for (size_t i = 0; i < in->n && s == AL_OK; i++)
+        if (!in->t[i].info.tied)
+            s = al_writer_add(w, in->t[i].info.name, in->t[i].info.dtype, in->t[i].info.ndim, in->t[i].info.shape, err);
+    if (s == AL_OK) s = al_writer_begin(w, err);
+    void *stage = NULL;
+    for (size_t i = 0; i < in->n && s == AL_OK; i++) {
+        const al_tensor_info *t = &in->t[i].info;
+        if (t->tied) continue;
+        const float *rep = NULL;
+        for (size_t k = 0; k < n; k++) if (strcmp(rep_names[k], t->name) == 0) rep = rep_data[k];
+        int64_t rows = t->ndim ? t->shape[0] : 1;
+        int64_t rn = al_shape_row_numel(t->ndim, t->shape);
+        uint64_t rb = rows ? t->nbytes / (uint64_t)rows : 0;
+        al_view v;
+        if (!rep && al_ckpt_view(in, i, &v, NULL) == AL_OK) { s = al_writer_write(w, v.data, t->nbytes, err); continue; }
+        /* stage bounded groups of rows: read raw, or convert the replacement */
+        int64_t step = rb ? (int64_t)(CK_STAGE_BYTES / rb) : rows;
+        if (step < 1) step = 1;
+        al_free(stage);
+        if (!(stage = al_malloc((size_t)((uint64_t)(step < rows ? step : rows) * rb) + 8))) {
+            s = al_errorf(err, AL_ERR_NOMEM, "out of memory");
+            break;
+        }
+        for (int64_t r = 0; r < rows && s == AL_OK; r += step) {
+            int64_t k = rows - r < step ? rows - r : step;
+            if (rep) al_convert(stage, t->dtype, rep + r * rn, AL_F32, (size_t)(k * rn));
+            else s = al_ckpt_read(in, i, r, k, stage, t->dtype, err);
+            if (s == AL_OK) s = al_writer_write(w, stage, (uint64_t)k * rb, err);
+        }
+    }
+    al_free(stage);
+    return s;
+}

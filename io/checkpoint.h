@@ -108,6 +108,14 @@ al_status al_writer_commit(al_writer *w, al_error *err);
 /* Free; removes the temporary output unless committed. Accepts NULL. */
 void al_writer_free(al_writer *w);
 
+/* Declare, begin and write every tensor of `in` (tied aliases left implicit) into the
+ * freshly opened writer w, in file order: bytes copied unchanged, except the n tensors
+ * named in rep_names, whose values are given in F32 (rep_data[i], the tensor's full
+ * size) and rounded once to the tensor's stored dtype. The caller then adds files to
+ * al_writer_tmpdir(w) and commits. A replacement that names no tensor is an error. */
+al_status al_ckpt_copy_with(al_ckpt *in, al_writer *w, const char *const *rep_names, const float *const *rep_data,
+                            size_t n, al_error *err);
+
 /* Remove a file or directory tree (no symlinks followed); for alloy's own temporaries. */
 void al_remove_tree(const char *path);
 

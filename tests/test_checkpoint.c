@@ -457,6 +457,54 @@ static void test_format_roundtrip(void **state)
     assert_memory_equal(ba, bb, na);   /* same tensor order, same header: identical files */
 }
 
+/* Rewrite with replacements: two tensors replaced (F32 values rounded once to their
+ * stored dtype), every other tensor byte-identical. */
+static void test_copy_with(void **state)
+{
+    (void)state;
+    al_error err = {0};
+    al_ckpt *c = NULL;
+    if (al_ckpt_open(&c, tpath("one.safetensors"), &err) != AL_OK) fail_msg("%s", err.msg);
+    float wpe[8 * 16], fc[16 * 64];
+    for (int i = 0; i < 8 * 16; i++) wpe[i] = 0.1f * (float)i + 1e-4f;
+    for (int i = 0; i < 16 * 64; i++) fc[i] = -0.5f * (float)i;
+    const char *names[2] = {"transformer.wpe.weight", "transformer.h.0.mlp.c_fc.weight"};
+    const float *data[2] = {wpe, fc};
+    al_writer *w = NULL;
+    al_writer_opts o = {.format = AL_FMT_SAFETENSORS, .dir = true};
+    assert_int_equal(al_writer_open(&w, tpath("rewritten"), &o, &err), AL_OK);
+    if (al_ckpt_copy_with(c, w, names, data, 2, &err) != AL_OK) fail_msg("%s", err.msg);
+    assert_int_equal(al_writer_commit(w, &err), AL_OK);
+    al_writer_free(w);
+    al_ckpt *r = NULL;
+    if (al_ckpt_open(&r, tpath("rewritten"), &err) != AL_OK) fail_msg("%s", err.msg);
+    for (size_t i = 0; i < NSPEC; i++) {
+        long k = al_ckpt_find(r, k_model[i].name), k0 = al_ckpt_find(c, k_model[i].name);
+        const al_tensor_info *t = al_ckpt_info(r, (size_t)k);
+        assert_int_equal(t->dtype, k_model[i].dtype);
+        int64_t rows = t->ndim ? t->shape[0] : 1;
+        char *a = malloc(t->nbytes + 8), *b = malloc(t->nbytes + 8);
+        assert_int_equal(al_ckpt_read(r, (size_t)k, 0, rows, a, t->dtype, &err), AL_OK);
+        if (i == 1) {            /* F16 tensor: each value rounded once */
+            for (int e = 0; e < 8 * 16; e++) assert_int_equal(((uint16_t *)a)[e], al_f32_to_f16(wpe[e]));
+        } else if (i == 4) {
+            assert_memory_equal(a, fc, sizeof fc);
+        } else {
+            assert_int_equal(al_ckpt_read(c, (size_t)k0, 0, rows, b, t->dtype, &err), AL_OK);
+            assert_memory_equal(a, b, t->nbytes);
+        }
+        free(a);
+        free(b);
+    }
+    al_ckpt_close(r);
+    const char *bad[1] = {"no.such.tensor"};
+    assert_int_equal(al_writer_open(&w, tpath("rewritten2"), &o, &err), AL_OK);
+    assert_int_equal(al_ckpt_copy_with(c, w, bad, data, 1, &err), AL_ERR_NOTFOUND);
+    assert_non_null(strstr(err.msg, "no.such.tensor"));
+    al_writer_free(w);
+    al_ckpt_close(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -469,6 +517,7 @@ int main(void)
         cmocka_unit_test(test_writer_abort_leaves_nothing),
         cmocka_unit_test(test_writer_refuses),
         cmocka_unit_test(test_format_roundtrip),
+        cmocka_unit_test(test_copy_with),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
