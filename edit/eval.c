@@ -139,3 +139,55 @@ al_status al_eval_fact(const al_model *m, al_model_ws *ws, const al_tokenizer *t
     const al_fact *gp = &g;
     return al_eval_facts(m, ws, 1, tok, &gp, 1, out, err);
 }
+
+/* Means over one category's prompts; sc holds (new, true) scores per prompt. As ROME's
+ * CounterFact evaluation, targets are compared by their mean per-token log-probability
+ * (so targets of different lengths compare fairly) and p is exp of that mean. */
+static void cf_fold(al_cf_metric *o, const al_cont_score *sc, size_t n)
+{
+    memset(o, 0, sizeof *o);
+    o->n = (int)n;
+    for (size_t i = 0; i < n; i++) {
+        const al_cont_score *nw = &sc[2 * i], *tr = &sc[2 * i + 1];
+        double mn = nw->logp / nw->n_tokens, mt = tr->logp / tr->n_tokens;
+        o->new_beats_true += mn > mt;
+        o->top1_new += nw->argmax;
+        o->top1_true += tr->argmax;
+        o->p_new += exp(mn);
+        o->p_true += exp(mt);
+    }
+    if (n) {
+        o->new_beats_true /= (double)n;
+        o->top1_new /= (double)n;
+        o->top1_true /= (double)n;
+        o->p_new /= (double)n;
+        o->p_true /= (double)n;
+    }
+}
+
+al_status al_eval_counterfact(const al_model *m, al_model_ws *ws, int max_batch, const al_tokenizer *tok,
+                              const al_fact *f, al_cf_metrics *out, al_error *err)
+{
+    if (!f->target_true) return al_errorf(err, AL_ERR_RECIPE, "'%s': edit metrics need target_true", f->prompt);
+    size_t np = 1 + f->n_paraphrases + f->n_neighborhood;
+    const char **pr = al_malloc(2 * np * sizeof *pr), **co = al_malloc(2 * np * sizeof *co);
+    al_cont_score *sc = al_malloc(2 * np * sizeof *sc);
+    al_status s = AL_OK;
+    if (!pr || !co || !sc) { s = al_errorf(err, AL_ERR_NOMEM, "out of memory"); goto done; }
+    for (size_t i = 0; i < np; i++) {
+        const char *p = i == 0 ? f->prompt : i <= f->n_paraphrases ? f->paraphrases[i - 1]
+                                                                     : f->neighborhood[i - 1 - f->n_paraphrases];
+        pr[2 * i] = pr[2 * i + 1] = p;
+        co[2 * i] = f->target_new;
+        co[2 * i + 1] = f->target_true;
+    }
+    if ((s = al_eval_pairs(m, ws, max_batch, tok, 2 * np, pr, co, sc, err)) != AL_OK) goto done;
+    cf_fold(&out->rewrite, sc, 1);
+    cf_fold(&out->paraphrase, sc + 2, f->n_paraphrases);
+    cf_fold(&out->neighborhood, sc + 2 + 2 * f->n_paraphrases, f->n_neighborhood);
+done:
+    al_free(pr);
+    al_free(co);
+    al_free(sc);
+    return s;
+}

@@ -47,4 +47,21 @@ al_status al_eval_facts(const al_model *m, al_model_ws *ws, int max_batch, const
 al_status al_eval_fact(const al_model *m, al_model_ws *ws, const al_tokenizer *tok, const al_fact *f,
                        const char *prompt, al_fact_score *out, al_error *err);
 
+/* CounterFact-style metrics of one edit request (ROME's eval, rome.md §5.1), each a mean
+ * over the prompts of its category: the request prompt ("rewrite"), the paraphrases,
+ * the neighbourhood prompts (other subjects whose true object is target_true).
+ *   new_beats_true: the mean per-token log-probability of target_new exceeds
+ *   target_true's; top1_new/top1_true: every token of that target is the argmax
+ *   (teacher forcing); p_new/p_true: exp(mean per-token log-probability). */
+typedef struct {
+    double new_beats_true, top1_new, top1_true, p_new, p_true;
+    int n;                       /* prompts */
+} al_cf_metric;
+
+typedef struct { al_cf_metric rewrite, paraphrase, neighborhood; } al_cf_metrics;
+
+/* Needs target_true. ws must allow a batch of max_batch rows. */
+al_status al_eval_counterfact(const al_model *m, al_model_ws *ws, int max_batch, const al_tokenizer *tok,
+                              const al_fact *f, al_cf_metrics *out, al_error *err);
+
 #endif
