@@ -10,6 +10,7 @@
 #include "../core/rng.h"
 #include "../edit/eval.h"
 #include "../edit/facts.h"
+#include "../edit/generate.h"
 #include "../edit/model.h"
 #include "../io/tokenizer.h"
 #include "cli.h"
@@ -176,50 +177,9 @@ int cmd_generate(int argc, char **argv)
     if (!all) { al_errorf(&err, AL_ERR_NOMEM, "out of memory"); goto fail; }
     ids = all;
     if (al_model_ws_new(&ws, m, 1, (int)(n + (size_t)n_new), &err) != AL_OK) goto fail;
-    if (!(logits = al_malloc((size_t)cfg->vocab_size * sizeof *logits))) { al_errorf(&err, AL_ERR_NOMEM, "out of memory"); goto fail; }
-    size_t total = n, fed = 0;
-    int32_t eos = al_tokenizer_eos(tok);
-    for (long step = 0; step < n_new; step++) {
-        al_forward_args a = {0};
-        a.tokens = ids + fed;
-        a.B = 1;
-        a.T = (int)(total - fed);
-        a.append = fed > 0;
-        a.last_logits = logits;
-        if (al_model_forward(ws, &a, &err) != AL_OK) goto fail;
-        fed = total;
-        int32_t next = 0;
-        if (top_k <= 0) {
-            for (int v = 1; v < cfg->vocab_size; v++) if (logits[v] > logits[next]) next = v;
-        } else {
-            /* top-k sampling: the K largest logits, softmax at the temperature, one
-             * uniform draw from a counter-based generator keyed by (seed, step) */
-            int K = (int)(top_k < cfg->vocab_size ? top_k : cfg->vocab_size);
-            int *best = al_malloc((size_t)K * sizeof *best);
-            if (!best) { al_errorf(&err, AL_ERR_NOMEM, "out of memory"); goto fail; }
-            int have = 0;   /* best[0..have) sorted by logit, descending (insertion) */
-            for (int v = 0; v < cfg->vocab_size; v++) {
-                int j;
-                if (have < K) j = have++;
-                else if (logits[v] > logits[best[K - 1]]) j = K - 1;
-                else continue;
-                best[j] = v;
-                for (; j > 0 && logits[best[j]] > logits[best[j - 1]]; j--) {
-                    int tmp = best[j]; best[j] = best[j - 1]; best[j - 1] = tmp;
-                }
-            }
-            double z = 0, u = al_rng_unit((uint64_t)seed, 0x67656e, (uint64_t)step), acc = 0;
-            for (int j = 0; j < K; j++) z += exp((logits[best[j]] - logits[best[0]]) / temperature);
-            next = best[K - 1];
-            for (int j = 0; j < K; j++) {
-                acc += exp((logits[best[j]] - logits[best[0]]) / temperature) / z;
-                if (u < acc) { next = best[j]; break; }
-            }
-            al_free(best);
-        }
-        ids[total++] = next;
-        if (next == eos && eos >= 0) break;
-    }
+    size_t total = n;
+    if (al_generate(m, ws, ids, &total, (int)n_new, (int)top_k, temperature, (uint64_t)seed, 0x67656e,
+                    al_tokenizer_eos(tok), &err) != AL_OK) goto fail;
     if (al_tokenizer_decode(tok, ids, total, &text, &tlen, &err) != AL_OK) goto fail;
     fwrite(text, 1, tlen, stdout);
     putchar('\n');
