@@ -84,6 +84,14 @@ al_status al_stats_mean(const al_stats *s, double *c, al_error *err)
     return AL_OK;
 }
 
+bool al_stats_set_model(al_stats *s, const char *model, const char *model_type, int layer,
+                        const char *module)
+{
+    s->layer = layer;
+    return al_stats_set_str(&s->model, model) && al_stats_set_str(&s->model_type, model_type) &&
+           al_stats_set_str(&s->module, module);
+}
+
 const char *al_stats_module_name(const al_model *m, int layer, char *buf, size_t n)
 {
     if (al_model_cfg(m)->arch == AL_ARCH_GPT2) snprintf(buf, n, "transformer.h.%d.mlp.c_proj", layer);
@@ -482,7 +490,8 @@ static al_status h5_get_str(hid_t obj, const char *name, const char *path, char 
     }
     if (H5Tis_variable_str(ty) > 0) {
         char *v = NULL;
-        if ((mt = H5Tcopy(H5T_C_S1)) < 0 || H5Tset_size(mt, H5T_VARIABLE) < 0 || H5Aread(a, mt, &v) < 0) {
+        if ((mt = H5Tcopy(H5T_C_S1)) < 0 || H5Tset_size(mt, H5T_VARIABLE) < 0 ||
+            H5Tset_cset(mt, H5Tget_cset(ty)) < 0 || H5Aread(a, mt, &v) < 0) {
             st = al_errorf(err, AL_ERR_FORMAT, "%s: attribute '%s': %s", path, name, h5_why(d));
             goto done;
         }
@@ -493,7 +502,8 @@ static al_status h5_get_str(hid_t obj, const char *name, const char *path, char 
         size_t n = H5Tget_size(ty);
         char *v = n < (1u << 20) ? al_calloc(n + 1, 1) : NULL;
         if (!v) { st = al_errorf(err, AL_ERR_NOMEM, "%s: attribute '%s' of %zu bytes", path, name, n); goto done; }
-        if ((mt = H5Tcopy(H5T_C_S1)) < 0 || H5Tset_size(mt, n) < 0 || H5Aread(a, mt, v) < 0) {
+        if ((mt = H5Tcopy(H5T_C_S1)) < 0 || H5Tset_size(mt, n) < 0 || H5Tset_cset(mt, H5Tget_cset(ty)) < 0 ||
+            H5Aread(a, mt, v) < 0) {
             al_free(v);
             st = al_errorf(err, AL_ERR_FORMAT, "%s: attribute '%s': %s", path, name, h5_why(d));
             goto done;

@@ -21,6 +21,8 @@
 #ifndef AL_STATS_H
 #define AL_STATS_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "../core/status.h"
@@ -83,6 +85,11 @@ al_status al_stats_import_npz(const char *path, al_stats **out, al_error *err);
 /* Module name of the down projection of `layer`: "transformer.h.L.mlp.c_proj" (GPT-2)
  * or "model.layers.L.mlp.down_proj" (Llama family), into buf. */
 const char *al_stats_module_name(const al_model *m, int layer, char *buf, size_t n);
+
+/* Tag statistics (e.g. an import) with the model and layer they belong to: model path,
+ * model_type, layer, module. false when out of memory. */
+bool al_stats_set_model(al_stats *s, const char *model, const char *model_type, int layer,
+                        const char *module);
 
 void al_stats_free(al_stats *s);   /* accepts NULL */
 
