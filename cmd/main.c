@@ -18,6 +18,7 @@ static const cli_command k_commands[] = {
     {"merge", cmd_merge, "merge checkpoints from a mergekit-style YAML recipe"},
     {"eval", cmd_eval, "how well a model knows a list of facts (log-probabilities, top-1 accuracy)"},
     {"generate", cmd_generate, "continue a prompt with a GPT-2 or Llama-family model on the CPU"},
+    {"stats", cmd_stats, "ROME second-moment statistic C = E[k k^T] of a layer over a corpus (or import an .npz)"},
     {"tokenize", cmd_tokenize, "encode text (or --decode ids) with a model's tokenizer"},
     {"inspect", cmd_inspect, "list a checkpoint's tensors, dtypes, shapes, sizes (and stats)"},
     {"diff", cmd_diff, "per-block differences between checkpoints (norms, cosine, TIES sign conflicts, SVG)"},
