@@ -48,6 +48,7 @@ struct al_model {
     float *inv_freq;        /* [head_dim/2] RoPE inverse frequencies (Llama) */
     void *slab;             /* converted / copied tensors */
     int64_t scratch_numel;  /* per-layer conversion scratch a workspace needs */
+    float **down_own;       /* [n_layer] private F32 down projections (edits), or NULL */
 };
 
 const al_model_config *al_model_cfg(const al_model *m) { return &m->cfg; }
@@ -56,6 +57,9 @@ void al_model_free(al_model *m)
 {
     if (!m) return;
     al_ckpt_close(m->ck);
+    if (m->down_own)
+        for (int l = 0; l < m->cfg.n_layer; l++) al_free(m->down_own[l]);
+    al_free(m->down_own);
     al_free(m->lw);
     al_free(m->inv_freq);
     al_free(m->slab);
@@ -474,6 +478,41 @@ fail:
     al_free(idx);
     al_model_free(m);
     return st;
+}
+
+al_status al_model_mlp_down_weight(al_model *m, int layer, float **data, int64_t *rows,
+                                   int64_t *cols, char *name, size_t name_cap, al_error *err)
+{
+    const al_model_config *g = &m->cfg;
+    if (layer < 0 || layer >= g->n_layer)
+        return al_errorf(err, AL_ERR_USAGE, "layer %d out of range (the model has %d layers)",
+                         layer, g->n_layer);
+    bool gpt2 = g->arch == AL_ARCH_GPT2;
+    wt *w = &m->lw[(size_t)layer * W_COUNT + W_PROJ];
+    if (!m->down_own) {
+        m->down_own = al_calloc((size_t)g->n_layer, sizeof *m->down_own);
+        if (!m->down_own) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    }
+    if (!m->down_own[layer]) {
+        /* first use: a private F32 copy (the stored one may be a read-only mapping,
+         * another dtype, or shared by the slab) that later forwards use */
+        float *p = al_malloc_aligned((size_t)w->numel * sizeof(float));
+        if (!p) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+        if (w->f32) memcpy(p, w->f32, (size_t)w->numel * sizeof(float));
+        else al_convert(p, AL_F32, w->data, w->dtype, (size_t)w->numel);
+        m->down_own[layer] = p;
+        w->f32 = p;
+    }
+    *data = w->f32;
+    *rows = gpt2 ? g->n_inner : g->n_embd;       /* Conv1D [in=M, out=C]; Linear [C, M] */
+    *cols = gpt2 ? g->n_embd : g->n_inner;
+    if (name) {
+        if (gpt2)
+            snprintf(name, name_cap, "%sh.%d.mlp.c_proj.weight",
+                     al_ckpt_find(m->ck, "transformer.wte.weight") >= 0 ? "transformer." : "", layer);
+        else snprintf(name, name_cap, "model.layers.%d.mlp.down_proj.weight", layer);
+    }
+    return AL_OK;
 }
 
 /* ---- workspace ------------------------------------------------------------------- */

@@ -36,6 +36,7 @@
 #define AL_MODEL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "../core/status.h"
@@ -146,6 +147,15 @@ typedef struct {
  * d loss / d delta [C] (the delta added at every hook position). */
 al_status al_model_loss(al_model_ws *ws, const al_loss_spec *spec, double *loss,
                         float *d_delta, al_error *err);
+
+/* For weight edits (ROME): a writable F32 pointer to the MLP down projection of
+ * `layer` (GPT-2 mlp.c_proj [M, C] Conv1D, Llama mlp.down_proj [C, M] Linear: *rows x
+ * *cols, row-major), and its checkpoint name (NULL name skips it). The first call per
+ * layer makes a private F32 copy that every later forward uses, so changes written
+ * through *data take effect at once. This mutates the model: no forward may run
+ * concurrently. Errors: layer out of range, out of memory. */
+al_status al_model_mlp_down_weight(al_model *m, int layer, float **data, int64_t *rows,
+                                   int64_t *cols, char *name, size_t name_cap, al_error *err);
 
 /* log-softmax of one row of V logits into out (double accumulation). */
 void al_log_softmax(float *out, const float *logits, int V);
