@@ -33,6 +33,7 @@ int cmd_diff(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_edit(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 
 #endif

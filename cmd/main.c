@@ -16,6 +16,7 @@
 
 static const cli_command k_commands[] = {
     {"merge", cmd_merge, "merge checkpoints from a mergekit-style YAML recipe"},
+    {"edit", cmd_edit, "rewrite facts in a model with ROME / r-ROME rank-one updates"},
     {"eval", cmd_eval, "how well a model knows a list of facts (log-probabilities, top-1 accuracy)"},
     {"generate", cmd_generate, "continue a prompt with a GPT-2 or Llama-family model on the CPU"},
     {"stats", cmd_stats, "ROME second-moment statistic C = E[k k^T] of a layer over a corpus (or import an .npz)"},
