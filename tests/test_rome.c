@@ -379,7 +379,7 @@ static void test_sequential(void **state)
         al_rome_result r;
         if (al_rome_compute(m, tok, &rq[k].f, &p, G.L, &r, &e) != AL_OK) fail_msg("%s", e.msg);
         assert_int_equal(al_rome_apply(m, p.layer, &r, &wt, &e), AL_OK);
-        char pre[16];
+        char pre[32];
         snprintf(pre, sizeof pre, "step%02d.", k);
         errs_t er;
         compare(&r, ref, pre, &er, false);
@@ -463,6 +463,95 @@ static void test_r_rome(void **state)
     assert_true(differ >= 1);
 }
 
+/* W' k = W k + v_right <u, k> through the runtime, for both weight layouts: GPT-2
+ * Conv1D [M,C] and Llama Linear [C,M] (tiny random Llama of tests/fixtures/runtime). */
+static void check_orientation(const char *dir, int layer)
+{
+    al_error e;
+    al_model *m;
+    if (al_model_open(&m, dir, NULL, &e) != AL_OK) fail_msg("%s", e.msg);
+    const al_model_config *g = al_model_cfg(m);
+    int M = g->n_inner, C = g->n_embd;
+    int32_t ids[6] = { 1, 5, 9, 3, 7, 2 };
+    int pb[2] = { 0, 0 }, pt[2] = { 3, 5 };
+    float *k0 = al_malloc((size_t)2 * M * sizeof(float)), *o0 = al_malloc((size_t)2 * C * sizeof(float)),
+          *k1 = al_malloc((size_t)2 * M * sizeof(float)), *o1 = al_malloc((size_t)2 * C * sizeof(float));
+    al_model_ws *ws;
+    assert_int_equal(al_model_ws_new(&ws, m, 1, 6, &e), AL_OK);
+    al_hook hk = { .layer = layer, .n_pos = 2, .pos_b = pb, .pos_t = pt, .key = k0, .mlp_out = o0 };
+    al_forward_args a = { .tokens = ids, .B = 1, .T = 6, .hook = &hk };
+    assert_int_equal(al_model_forward(ws, &a, &e), AL_OK);
+    al_rome_result r = { .M = M, .C = C };
+    r.u = al_malloc((size_t)M * sizeof(float));
+    r.v_right = al_malloc((size_t)C * sizeof(float));
+    uint64_t key = al_rng_key(11, 1), ctr = 0;
+    for (int i = 0; i < M; i++) r.u[i] = (float)(al_rng_unit_at(key, ctr++) - 0.5);
+    for (int i = 0; i < C; i++) r.v_right[i] = (float)(al_rng_unit_at(key, ctr++) - 0.5);
+    al_rome_tensor t;
+    assert_int_equal(al_rome_apply(m, layer, &r, &t, &e), AL_OK);
+    hk.key = k1;
+    hk.mlp_out = o1;
+    assert_int_equal(al_model_forward(ws, &a, &e), AL_OK);
+    double md = 0, mr = 0;
+    for (int p = 0; p < 2; p++) {
+        double uk = 0;
+        for (int i = 0; i < M; i++) uk += (double)r.u[i] * k0[(size_t)p * M + i];
+        for (int c = 0; c < C; c++) {
+            double want = o0[(size_t)p * C + c] + r.v_right[c] * uk;
+            md = fmax(md, fabs(o1[(size_t)p * C + c] - want));
+            mr = fmax(mr, fabs(want));
+        }
+    }
+    assert_memory_equal(k0, k1, (size_t)2 * M * sizeof(float));   /* keys unchanged */
+    printf("orientation %s (%s [%lld, %lld]): max |W'k - (Wk + v<u,k>)| / max = %.1e\n", dir,
+           t.name, (long long)t.rows, (long long)t.cols, md / mr);
+    assert_true(md / mr < 1e-5);
+    al_free(r.u); al_free(r.v_right);
+    al_free(k0); al_free(o0); al_free(k1); al_free(o1);
+    al_model_ws_free(ws);
+    al_model_free(m);
+}
+
+static void test_orientation(void **state)
+{
+    (void)state;
+    check_orientation(MODEL, 2);
+    check_orientation("tests/fixtures/runtime/llama_tiny", 1);
+}
+
+/* Every allocation failure inside al_rome_compute ends in AL_ERR_NOMEM, leaving no
+ * result behind (leaks are caught by the ASan build). */
+static void test_nomem(void **state)
+{
+    (void)state;
+    al_model *m;
+    al_tokenizer *tok;
+    open_model(&m, &tok);
+    req_t rq;
+    load_req(&rq, 3);
+    al_rome_params p;
+    golden_params(&p, al_model_cfg(m));
+    p.n_templates = 3;
+    p.v_num_grad_steps = 2;
+    al_rome_result r;
+    al_error e;
+    int n_fail = 0;
+    for (long n = 1; n < 10000; n++) {
+        al_alloc_fail_at(n);
+        al_status st = al_rome_compute(m, tok, &rq.f, &p, G.L, &r, &e);
+        al_alloc_fail_at(0);
+        if (st == AL_OK) { al_rome_result_free(&r); break; }
+        assert_int_equal(st, AL_ERR_NOMEM);
+        assert_null(r.u);
+        n_fail++;
+    }
+    printf("nomem: %d allocation points fail cleanly\n", n_fail);
+    assert_true(n_fail > 10);
+    json_decref(rq.j);
+    al_tokenizer_free(tok);
+    al_model_free(m);
+}
+
 static void test_bad_inputs(void **state)
 {
     (void)state;
@@ -514,6 +603,14 @@ static void test_bad_inputs(void **state)
     assert_int_equal(al_rome_compute(m, tok, &f, &p, NULL, &r, &e), AL_OK);
     assert_int_equal(r.steps, 3);
     assert_int_equal(r.adam_steps, 2);
+    /* early stop at iteration 0: no step, v* = target_init */
+    al_rome_result r3;
+    p.early_stop_loss = 1e9;
+    assert_int_equal(al_rome_compute(m, tok, &f, &p, NULL, &r3, &e), AL_OK);
+    assert_int_equal(r3.steps, 1);
+    assert_int_equal(r3.adam_steps, 0);
+    assert_memory_equal(r3.v_star, r3.target_init, (size_t)r3.C * sizeof(float));
+    al_rome_result_free(&r3);
     al_rome_result r2 = r;
     r2.M = 7;
     assert_int_equal(al_rome_apply(m, 2, &r2, NULL, &e), AL_ERR_USAGE);
@@ -558,6 +655,8 @@ int main(void)
         cmocka_unit_test(test_sequential),
         cmocka_unit_test(test_r_rome),
         cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_orientation),
+        cmocka_unit_test(test_nomem),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
