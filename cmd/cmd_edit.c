@@ -167,6 +167,7 @@ int cmd_edit(int argc, char **argv)
     size_t n_templates = 0;
     bool own_templates = false;
     al_cf_metrics *before = NULL, *after = NULL;
+    double *immediate = NULL;   /* efficacy of each edit right after it, before the next */
     al_rome_result *res = NULL;
     al_rome_tensor *edited = NULL;
     size_t n_edited = 0;
@@ -240,11 +241,12 @@ int cmd_edit(int argc, char **argv)
     p.n_templates = n_templates;
 
     if (al_model_ws_new(&ws, m, 16, cfg->n_ctx, &err) != AL_OK) goto fail;
+    immediate = al_calloc(facts->n, sizeof *immediate);
     before = al_calloc(facts->n, sizeof *before);
     after = al_calloc(facts->n, sizeof *after);
     res = al_calloc(facts->n, sizeof *res);
     edited = al_calloc(facts->n, sizeof *edited);
-    if (!before || !after || !res || !edited) { al_errorf(&err, AL_ERR_NOMEM, "out of memory"); goto fail; }
+    if (!immediate || !before || !after || !res || !edited) { al_errorf(&err, AL_ERR_NOMEM, "out of memory"); goto fail; }
     for (size_t i = 0; do_eval && i < facts->n; i++)
         if (facts->items[i].target_true && al_eval_counterfact(m, ws, 16, tok, &facts->items[i], &before[i], &err) != AL_OK) goto fail;
     for (size_t i = 0; i < facts->n; i++) {
@@ -257,6 +259,19 @@ int cmd_edit(int argc, char **argv)
             goto fail;
         }
         clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (fabs(res[i].division_factor) < 1e-6) {
+            /* <k, u> near zero would make the update blow up (rome.md §1.7) */
+            al_errorf(&err, AL_ERR_INTERNAL, "%s:%d:%d: edit %zu: <k, u> = %g is too small for a stable update",
+                      facts_path, f->line, f->col, i + 1, res[i].division_factor);
+            goto fail;
+        }
+        if (do_eval && f->target_true) {
+            al_cf_metrics now;
+            al_fact only = *f;
+            only.n_paraphrases = only.n_neighborhood = 0;
+            if (al_eval_counterfact(m, ws, 16, tok, &only, &now, &err) != AL_OK) goto fail;
+            immediate[i] = now.rewrite.new_beats_true;
+        }
         size_t k = 0;
         while (k < n_edited && strcmp(edited[k].name, t.name)) k++;
         edited[k] = t;
@@ -294,6 +309,7 @@ int cmd_edit(int argc, char **argv)
         json_object_set_new(o, "norm_v_star", json_real(norm(res[i].v_star, res[i].C)));
         json_object_set_new(o, "norm_delta", json_real(norm(res[i].delta, res[i].C)));
         if (do_eval && f->target_true) {
+            json_object_set_new(o, "efficacy_right_after", json_real(immediate[i]));
             json_object_set_new(o, "before", metrics_json(&before[i]));
             json_object_set_new(o, "after", metrics_json(&after[i]));
         }
@@ -319,23 +335,26 @@ int cmd_edit(int argc, char **argv)
         json_dumpf(report, stdout, JSON_INDENT(2));
         putchar('\n');
     } else if (do_eval) {
-        double s[6] = {0};
+        double s[7] = {0};
         int n = 0;
-        printf("%-48s %9s %9s %9s\n", "edit", "efficacy", "paraphr.", "neighb.");
+        printf("%-48s %9s %9s %9s %9s\n", "edit (% before -> after all edits)", "efficacy", "paraphr.", "neighb.",
+               "just after");
         for (size_t i = 0; i < facts->n; i++) {
             if (!facts->items[i].target_true) continue;
-            printf("%-48.48s %4.0f->%-4.0f %4.0f->%-4.0f %4.0f->%-4.0f\n", facts->items[i].prompt,
+            printf("%-48.48s %4.0f->%-4.0f %4.0f->%-4.0f %4.0f->%-4.0f %6.0f\n", facts->items[i].prompt,
                    100 * before[i].rewrite.new_beats_true, 100 * after[i].rewrite.new_beats_true,
                    100 * before[i].paraphrase.new_beats_true, 100 * after[i].paraphrase.new_beats_true,
-                   100 * (1 - before[i].neighborhood.new_beats_true), 100 * (1 - after[i].neighborhood.new_beats_true));
+                   100 * (1 - before[i].neighborhood.new_beats_true), 100 * (1 - after[i].neighborhood.new_beats_true),
+                   100 * immediate[i]);
+            s[6] += immediate[i];
             s[0] += before[i].rewrite.new_beats_true; s[1] += after[i].rewrite.new_beats_true;
             s[2] += before[i].paraphrase.new_beats_true; s[3] += after[i].paraphrase.new_beats_true;
             s[4] += 1 - before[i].neighborhood.new_beats_true; s[5] += 1 - after[i].neighborhood.new_beats_true;
             n++;
         }
         if (n)
-            printf("%-48s %4.0f->%-4.0f %4.0f->%-4.0f %4.0f->%-4.0f\n", "mean (% of prompts; before->after)", 100 * s[0] / n,
-                   100 * s[1] / n, 100 * s[2] / n, 100 * s[3] / n, 100 * s[4] / n, 100 * s[5] / n);
+            printf("%-48s %4.0f->%-4.0f %4.0f->%-4.0f %4.0f->%-4.0f %6.0f\n", "mean", 100 * s[0] / n,
+                   100 * s[1] / n, 100 * s[2] / n, 100 * s[3] / n, 100 * s[4] / n, 100 * s[5] / n, 100 * s[6] / n);
     }
     fprintf(stderr, "edit: wrote %s\n", out);
     goto done;
@@ -346,6 +365,7 @@ done:
     for (size_t i = 0; res && i < facts->n; i++) al_rome_result_free(&res[i]);
     al_free(res);
     al_free(edited);
+    al_free(immediate);
     al_free(before);
     al_free(after);
     if (own_templates) { for (size_t i = 0; i < n_templates; i++) al_free(templates[i]); al_free(templates); }

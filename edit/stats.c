@@ -367,10 +367,10 @@ al_status al_stats_check(const al_stats *s, const al_model *m, int layer, const 
         return al_errorf(err, AL_ERR_SHAPE, "%s: statistics of the wrong shape: [%d, %d], the model's "
                          "down-projection input has %d features", w, s->m, s->m, g->n_inner);
     if (s->layer >= 0 && s->layer != layer)
-        return al_errorf(err, AL_ERR_USAGE, "%s: statistics from another model/layer: computed at layer %d "
+        return al_errorf(err, AL_ERR_RECIPE, "%s: statistics from another model/layer: computed at layer %d "
                          "(%s), used at layer %d", w, s->layer, s->module, layer);
     if (s->model_type[0] && strcmp(s->model_type, g->model_type) != 0)
-        return al_errorf(err, AL_ERR_USAGE, "%s: statistics from another model/layer: model_type '%s' "
+        return al_errorf(err, AL_ERR_RECIPE, "%s: statistics from another model/layer: model_type '%s' "
                          "(%s), this model is '%s'", w, s->model_type, s->model, g->model_type);
     return AL_OK;
 }
