@@ -15,7 +15,9 @@
  * other into S. Within one call, OpenBLAS's order of summation depends on its thread
  * count (it splits the output, and the diagonal blocks take another kernel path), so
  * the guarantee is: identical bits for the same corpus, batch budget and OpenBLAS thread
- * count; across thread counts, agreement to F64 rounding (see tests/test_stats.c).
+ * count. Across thread counts OpenBLAS promises nothing (1 and 2 threads gave identical
+ * bits on the development machine). Another batch budget changes the forward's F32
+ * GEMM shapes, hence the keys at F32 rounding (~1e-8 relative in C, test_stats.c).
  *
  * HDF5's serial library is process-wide and not thread-safe: the cache I/O here holds
  * one mutex, as io/hdf5.c does (that file's lock is private to it, so stats I/O and
