@@ -220,11 +220,11 @@ static void test_hdf5_roundtrip(void **state)
 
     /* provenance checks */
     assert_int_equal(al_stats_check(s, c->model, 2, path, &err), AL_OK);
-    assert_int_equal(al_stats_check(s, c->model, 3, path, &err), AL_ERR_USAGE);
+    assert_int_equal(al_stats_check(s, c->model, 3, path, &err), AL_ERR_RECIPE);
     assert_non_null(strstr(err.msg, "from another model/layer"));
     assert_non_null(strstr(err.msg, "s.h5"));
     assert_true(al_stats_set_str(&s->model_type, "llama"));
-    assert_int_equal(al_stats_check(s, c->model, 2, path, &err), AL_ERR_USAGE);
+    assert_int_equal(al_stats_check(s, c->model, 2, path, &err), AL_ERR_RECIPE);
     assert_non_null(strstr(err.msg, "from another model/layer"));
     al_stats_free(s);
 
@@ -290,7 +290,7 @@ static void test_npz_reference(void **state)
     assert_int_equal(al_stats_import_npz(named, &nm, &err), AL_OK);
     assert_int_equal(nm->layer, 2);
     assert_string_equal(nm->module, "transformer.h.2.mlp.c_proj");
-    assert_int_equal(al_stats_check(nm, c->model, 1, named, &err), AL_ERR_USAGE);
+    assert_int_equal(al_stats_check(nm, c->model, 1, named, &err), AL_ERR_RECIPE);
     /* import -> HDF5 -> load keeps everything */
     assert_int_equal(al_stats_save(nm, path, &err), AL_OK);
     al_stats *back = NULL;
