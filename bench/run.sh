@@ -112,3 +112,25 @@ if [ "$what" = forward ]; then
     $B/bench/bench_forward "$D/gpt2m" 3
     /usr/bin/python3 bench/torch_forward.py "$D/gpt2m" 3
 fi
+
+if [ "$what" = edit ]; then
+    # ROME on a GPT-2-medium-shaped model (random weights, 355M parameters) with GPT-2's
+    # real tokenizer: statistics throughput, then the time of one edit (statistics excluded).
+    if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -q avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX; fi
+    [ -f "$D/gpt2m/model.safetensors" ] || $B/bench/bench_forward "$D/gpt2m" 1 >/dev/null
+    cp tests/fixtures/tokenizers/gpt2/tokenizer.json "$D/gpt2m/"
+    for t in 1 2; do
+        echo "-- alloy stats, layer 8, 8000 tokens of examples/eval/mom2_corpus.txt, $t thread(s)"
+        OMP_NUM_THREADS=$t $ALLOY stats "$D/gpt2m" --layer 8 --corpus examples/eval/mom2_corpus.txt --tokens 8000 -o "$D/st8.h5" 2>&1 | tr '\r' '\n' | grep "tokens in"
+    done
+    {
+        echo "model: $D/gpt2m"
+        echo "layer: 8"
+        echo "edits:"
+        echo "  - {prompt: \"{} plays the sport of\", subject: LeBron James, target_new: football, target_true: basketball}"
+    } >"$D/edit.yaml"
+    rm -rf "$D/edited"
+    echo "-- alloy edit (ROME, default hyperparameters for GPT-2: 20 steps, 21 sampled context templates), 2 threads"
+    $PM $ALLOY edit "$D/edit.yaml" --stats "$D/st8.h5" -o "$D/edited"
+    rm -rf "$D/edited"
+fi

@@ -227,6 +227,13 @@ int cmd_edit(int argc, char **argv)
         al_status s = sl > 4 && !strcmp(stats_path + sl - 4, ".npz") ? al_stats_import_npz(stats_path, &st, &err)
                                                                       : al_stats_load(stats_path, &st, &err);
         if (s != AL_OK || al_stats_check(st, m, p.layer, stats_path, &err) != AL_OK) goto fail;
+        if (st->count < st->m) {
+            /* fewer keys than features: C is singular and u = C^-1 k* undefined */
+            al_errorf(&err, AL_ERR_RECIPE, "%s: statistics from %lld tokens for %d features cannot be inverted; compute "
+                      "them over more text (at least %d tokens; the ROME paper used about 44 million)",
+                      stats_path, (long long)st->count, st->m, st->m);
+            goto fail;
+        }
         if (!(C = al_malloc((size_t)st->m * (size_t)st->m * sizeof *C))) { al_errorf(&err, AL_ERR_NOMEM, "out of memory"); goto fail; }
         if (al_stats_mean(st, C, &err) != AL_OK || al_rome_cholesky(C, st->m, &L, &err) != AL_OK) goto fail;
     }
@@ -240,7 +247,18 @@ int cmd_edit(int argc, char **argv)
     p.context_templates = (const char *const *)templates;
     p.n_templates = n_templates;
 
-    if (al_model_ws_new(&ws, m, 16, cfg->n_ctx, &err) != AL_OK) goto fail;
+    /* the evaluation workspace: as long as the longest prompt + target, not the context */
+    {
+        const al_fact **all = al_malloc(facts->n * sizeof *all);
+        size_t maxlen = 0;
+        if (!all) { al_errorf(&err, AL_ERR_NOMEM, "out of memory"); goto fail; }
+        for (size_t i = 0; i < facts->n; i++) all[i] = &facts->items[i];
+        al_status s2 = al_facts_max_tokens(tok, all, facts->n, &maxlen, &err);
+        al_free(all);
+        if (s2 != AL_OK) goto fail;
+        if (maxlen > (size_t)cfg->n_ctx) maxlen = (size_t)cfg->n_ctx;
+        if (al_model_ws_new(&ws, m, 16, (int)maxlen + 1, &err) != AL_OK) goto fail;
+    }
     immediate = al_calloc(facts->n, sizeof *immediate);
     before = al_calloc(facts->n, sizeof *before);
     after = al_calloc(facts->n, sizeof *after);

@@ -244,14 +244,20 @@ int cmd_eval(int argc, char **argv)
     if (al_facts_load(facts_path, &facts, &err) != AL_OK) goto fail;
     if (al_tokenizer_load(&tok, model, &err) != AL_OK || al_model_open(&m, model, NULL, &err) != AL_OK) goto fail;
 #define EVAL_BATCH 32
-    if (al_model_ws_new(&ws, m, EVAL_BATCH, al_model_cfg(m)->n_ctx, &err) != AL_OK) goto fail;
     /* the selected facts, scored in batched forwards */
     const al_fact **sel = al_malloc((facts->n ? facts->n : 1) * sizeof *sel);
     al_fact_score *scores = NULL;
-    size_t ns = 0;
+    size_t ns = 0, maxlen = 0;
     if (!sel) { al_errorf(&err, AL_ERR_NOMEM, "out of memory"); goto fail; }
     for (size_t i = 0; i < facts->n && (limit < 0 || (long)ns < limit); i++)
         if (!group || (facts->items[i].group && !strcmp(facts->items[i].group, group))) sel[ns++] = &facts->items[i];
+    /* a workspace as long as the longest prompt + continuation, not the whole context */
+    if (al_facts_max_tokens(tok, sel, ns, &maxlen, &err) != AL_OK ||
+        al_model_ws_new(&ws, m, EVAL_BATCH, (int)(maxlen < (size_t)al_model_cfg(m)->n_ctx ? maxlen + 1 : (size_t)al_model_cfg(m)->n_ctx),
+                        &err) != AL_OK) {
+        al_free(sel);
+        goto fail;
+    }
     if (!(scores = al_malloc((ns ? ns : 1) * sizeof *scores))) { al_free(sel); al_errorf(&err, AL_ERR_NOMEM, "out of memory"); goto fail; }
     if (al_eval_facts(m, ws, EVAL_BATCH, tok, sel, ns, scores, &err) != AL_OK) {
         al_error_prefix(&err, "%s: ", facts->filename);

@@ -191,3 +191,34 @@ done:
     al_free(sc);
     return s;
 }
+
+static al_status count_tokens(const al_tokenizer *tok, const char *text, bool special, size_t *n, al_error *err)
+{
+    int32_t *ids = NULL;
+    al_status s = al_tokenizer_encode(tok, text, strlen(text), special, &ids, n, err);
+    al_free(ids);
+    return s;
+}
+
+al_status al_facts_max_tokens(const al_tokenizer *tok, const al_fact *const *facts, size_t n, size_t *max_len,
+                              al_error *err)
+{
+    al_status s = AL_OK;
+    *max_len = 0;
+    for (size_t i = 0; i < n && s == AL_OK; i++) {
+        const al_fact *f = facts[i];
+        size_t tmax = 0, k;
+        const char *targets[2] = {f->target_new, f->target_true};
+        for (int t = 0; t < 2 && s == AL_OK; t++)
+            if (targets[t] && (s = count_tokens(tok, targets[t], false, &k, err)) == AL_OK && k > tmax) tmax = k;
+        for (size_t a = 0; a < f->n_alternatives && s == AL_OK; a++)
+            if ((s = count_tokens(tok, f->alternatives[a], false, &k, err)) == AL_OK && k > tmax) tmax = k;
+        size_t np = 1 + f->n_paraphrases + f->n_neighborhood;
+        for (size_t p = 0; p < np && s == AL_OK; p++) {
+            const char *pr = p == 0 ? f->prompt : p <= f->n_paraphrases ? f->paraphrases[p - 1]
+                                                                        : f->neighborhood[p - 1 - f->n_paraphrases];
+            if ((s = count_tokens(tok, pr, true, &k, err)) == AL_OK && k + tmax > *max_len) *max_len = k + tmax;
+        }
+    }
+    return s;
+}

@@ -39,6 +39,11 @@ typedef struct {
     double best_alt_logp;     /* -INFINITY when there are no alternatives */
 } al_fact_score;
 
+/* The longest prompt + continuation, in tokens, over the facts' prompts, paraphrases and
+ * neighbourhood prompts with any of their targets: what a workspace needs to hold. */
+al_status al_facts_max_tokens(const al_tokenizer *tok, const al_fact *const *facts, size_t n, size_t *max_len,
+                              al_error *err);
+
 /* Score n facts, batching every candidate continuation of all of them. */
 al_status al_eval_facts(const al_model *m, al_model_ws *ws, int max_batch, const al_tokenizer *tok,
                         const al_fact *const *facts, size_t n, al_fact_score *out, al_error *err);

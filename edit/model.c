@@ -853,6 +853,13 @@ al_status al_model_forward(al_model_ws *ws, const al_forward_args *a, al_error *
             }
             memcpy(ws->h_clean, h, (size_t)N * C * sizeof(float));
             add_delta(ws, h, hk->delta);
+            if (a->stop_after_hook) {
+                /* the blocks above were not run: nothing cached can be continued */
+                for (int b = 0; b < B; b++) ws->cached[b] = 0;
+                ws->hook_layer = -1;
+                ws->n_hook = 0;
+                return AL_OK;
+            }
         }
     }
     for (int b = 0; b < B; b++) ws->cached[b] = ws->past[b] + ws->lens[b];

@@ -111,6 +111,8 @@ typedef struct {
     const al_hook *hook;    /* NULL: none */
     float *logits;          /* out [B, T, V] or NULL (rows at t >= lens[b] unspecified) */
     float *last_logits;     /* out [B, V] at t = lens[b]-1, or NULL */
+    bool stop_after_hook;   /* only the blocks up to the hook's layer (statistics): no
+                               logits, and the workspace then allows only a fresh forward */
 } al_forward_args;
 
 /* Run the forward; the KV cache of row b then holds past[b] + lens[b] tokens. Errors:

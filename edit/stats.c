@@ -323,7 +323,7 @@ al_status al_stats_compute(const al_model *m, const al_tokenizer *tok, const al_
             for (int t = 0; t < lens[b]; t++, k++) { pb[k] = b; pt[k] = t; }
         }
         al_hook hk = {.layer = o->layer, .n_pos = n, .pos_b = pb, .pos_t = pt, .key = keys};
-        al_forward_args fa = {.tokens = tokens, .B = B, .T = T, .lens = lens, .hook = &hk};
+        al_forward_args fa = {.tokens = tokens, .B = B, .T = T, .lens = lens, .hook = &hk, .stop_after_hook = true};
         if ((st = al_model_forward(ws, &fa, err)) != AL_OK) goto done;
         /* 3. S += K^T K over the block's n keys (upper triangle), in F64 */
         size_t nk = (size_t)n * (size_t)M;
