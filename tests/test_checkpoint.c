@@ -14,6 +14,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "util/testutil.h"
+
 #include "../core/alloc.h"
 #include "../io/checkpoint.h"
 
@@ -29,9 +31,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    return system(cmd);
+    return tu_rm_rf(g_tmp);
 }
 
 static char *tpath(const char *name)

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "util/testutil.h"
+
 #include "../io/checkpoint.h"
 #include "../merge/diff.h"
 
@@ -77,9 +79,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd);
+    return tu_rm_rf(g_dir);
 }
 
 static const al_diff_block *find_block(const al_diff *d, const char *label)

@@ -17,6 +17,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
+
+#include "util/testutil.h"
 #include <jansson.h>
 
 #include "../core/alloc.h"
@@ -51,22 +53,6 @@ static int json_ids(json_t *a, int32_t *ids, int cap)
     assert_true(n <= cap);
     for (int i = 0; i < n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(a, (size_t)i));
     return n;
-}
-
-/* Read tensor `name` of a safetensors file as F32 (caller frees). */
-static float *read_ref(al_ckpt *c, const char *name, int64_t *numel)
-{
-    long i = al_ckpt_find(c, name);
-    if (i < 0) fail_msg("reference tensor %s missing", name);
-    const al_tensor_info *ti = al_ckpt_info(c, (size_t)i);
-    int64_t n = 1;
-    for (int d = 0; d < ti->ndim; d++) n *= ti->shape[d];
-    float *p = al_malloc((size_t)n * sizeof(float));
-    assert_non_null(p);
-    al_error e;
-    assert_int_equal(al_ckpt_read(c, (size_t)i, 0, ti->shape[0], p, AL_F32, &e), AL_OK);
-    *numel = n;
-    return p;
 }
 
 static double rel_err(const float *a, const float *ref, size_t n)
@@ -150,7 +136,7 @@ static double check_reference(const char *model_dir, const char *ref_json, const
         char name[32];
         int64_t n;
         snprintf(name, sizeof name, "logits.%d", i);
-        float *ref = read_ref(rc, name, &n);
+        float *ref = tu_read_f32(rc, name, &n);
         assert_int_equal(n, (int64_t)P.len[i] * V);
         float *out = single + (size_t)i * T * V;
         fwd(ws, P.ids[i], 1, P.len[i], NULL, false, NULL, out, NULL);
@@ -315,7 +301,7 @@ static void test_greedy_facts(void **state)
             char name[32];
             int64_t n;
             snprintf(name, sizeof name, "logits.%d", i);
-            float *r = read_ref(rc, name, &n);
+            float *r = tu_read_f32(rc, name, &n);
             fwd(ws, P.ids[i], 1, P.len[i], NULL, false, NULL, NULL, last);
             assert_int_equal(argmax(last, V), argmax(r + (size_t)(P.len[i] - 1) * V, V));
             al_free(r);

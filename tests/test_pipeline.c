@@ -15,6 +15,8 @@
 #include <sys/stat.h>
 #include <cmocka.h>
 
+#include "util/testutil.h"
+
 #include "../core/alloc.h"
 #include "../io/checkpoint.h"
 #include "../merge/pipeline.h"
@@ -94,9 +96,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd);
+    return tu_rm_rf(g_dir);
 }
 
 /* Replace every "DIR" in the recipe template with the test directory. */

@@ -15,6 +15,8 @@
 #include <string.h>
 #include <time.h>
 #include <cmocka.h>
+
+#include "util/testutil.h"
 #include <jansson.h>
 
 #include "../core/alloc.h"
@@ -37,22 +39,6 @@ static json_t *load_json(const char *path)
     json_t *j = json_load_file(path, 0, &je);
     if (!j) fail_msg("%s:%d: %s", path, je.line, je.text);
     return j;
-}
-
-static float *read_f32(al_ckpt *c, const char *name, int64_t *numel)
-{
-    long i = al_ckpt_find(c, name);
-    if (i < 0) fail_msg("reference tensor %s missing", name);
-    const al_tensor_info *ti = al_ckpt_info(c, (size_t)i);
-    int64_t n = 1;
-    for (int d = 0; d < ti->ndim; d++) n *= ti->shape[d];
-    float *p = al_malloc((size_t)n * sizeof(float));
-    assert_non_null(p);
-    al_error e;
-    if (al_ckpt_read(c, (size_t)i, 0, ti->ndim ? ti->shape[0] : 1, p, AL_F32, &e) != AL_OK)
-        fail_msg("%s", e.msg);
-    if (numel) *numel = n;
-    return p;
 }
 
 static double rel_err(const float *a, const float *ref, size_t n)
@@ -192,7 +178,7 @@ static void compare(const al_rome_result *r, al_ckpt *ref, const char *pre, errs
     char nm[64];
     float *x;
 #define CMP(field, key, n, dst) \
-    snprintf(nm, sizeof nm, "%s" key, pre); x = read_f32(ref, nm, NULL); \
+    snprintf(nm, sizeof nm, "%s" key, pre); x = tu_read_f32(ref, nm, NULL); \
     dst = rel_err(r->field, x, (size_t)(n)); al_free(x);
     CMP(k_star, "k_star", r->M, e->k);
     CMP(u, "u", r->M, e->u);
@@ -264,7 +250,7 @@ static void test_down_weight(void **state)
     assert_int_equal(cols, 128);
     al_ckpt *c;
     assert_int_equal(al_ckpt_open(&c, MODEL, &e), AL_OK);
-    float *ref = read_f32(c, name, NULL);
+    float *ref = tu_read_f32(c, name, NULL);
     assert_memory_equal(W, ref, (size_t)rows * cols * sizeof(float));
     /* a second call returns the same private copy; writes reach the forward */
     float *W2;
@@ -291,7 +277,7 @@ static void test_golden_edits(void **state)
     al_error e;
     al_ckpt *base;
     assert_int_equal(al_ckpt_open(&base, MODEL, &e), AL_OK);
-    float *W0 = read_f32(base, "transformer.h.2.mlp.c_proj.weight", NULL);
+    float *W0 = tu_read_f32(base, "transformer.h.2.mlp.c_proj.weight", NULL);
     double worst = 0;
     for (int k = 0; k < N_CASES; k++) {
         al_model *m;
@@ -316,7 +302,7 @@ static void test_golden_edits(void **state)
         errs_t er;
         compare(&r, ref, "", &er, true);
         int64_t nw;
-        float *Wr = read_f32(ref, wt.name, &nw);
+        float *Wr = tu_read_f32(ref, wt.name, &nw);
         er.w = rel_err(wt.data, Wr, (size_t)nw);
         float *d1 = al_malloc((size_t)nw * sizeof(float)), *d2 = al_malloc((size_t)nw * sizeof(float));
         for (int64_t i = 0; i < nw; i++) { d1[i] = wt.data[i] - W0[i]; d2[i] = Wr[i] - W0[i]; }
@@ -392,7 +378,7 @@ static void test_sequential(void **state)
         al_rome_result_free(&r);
     }
     int64_t nw;
-    float *Wr = read_f32(ref, wt.name, &nw);
+    float *Wr = tu_read_f32(ref, wt.name, &nw);
     double ew = rel_err(wt.data, Wr, (size_t)nw);
     printf("sequential: final weight %.1e, worst %.2e\n", ew, worst);
     assert_true(ew <= TOL);

@@ -18,6 +18,8 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "util/testutil.h"
+
 #include "../core/alloc.h"
 #include "../io/checkpoint.h"
 #include "../io/tokenizer.h"
@@ -105,9 +107,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd);
+    return tu_rm_rf(g_dir);
 }
 
 static al_status run(const char *tail, const char *out, al_error *err)

@@ -1,0 +1,15 @@
+/* tests/util/testutil.h: helpers shared by the cmocka tests (linked into every test). */
+#ifndef AL_TESTUTIL_H
+#define AL_TESTUTIL_H
+
+#include <stdint.h>
+
+#include "../../io/checkpoint.h"
+
+/* Tensor `name` of c as F32, whole (al_free it); fails the test when absent. */
+float *tu_read_f32(al_ckpt *c, const char *name, int64_t *numel);
+
+/* rm -rf dir (a test's temporary directory); 0 on success. */
+int tu_rm_rf(const char *dir);
+
+#endif
