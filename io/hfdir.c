@@ -187,3 +187,112 @@ al_status al_copy_aux_files(const char *src_dir, const char *dst_dir, al_error *
 {
     return al_hf_copy_files(src_dir, dst_dir, NULL, -1, err);
 }
+
+/* Read a whole small text file; NULL with *missing set when it does not exist. */
+static char *slurp(const char *path, bool *missing, al_error *err, al_status *s)
+{
+    *missing = false;
+    *s = AL_OK;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (errno == ENOENT) *missing = true;
+        else *s = al_errorf(err, AL_ERR_IO, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n + 4096 + 1 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            char *nb = al_realloc(buf, cap);
+            if (!nb) { *s = al_errorf(err, AL_ERR_NOMEM, "out of memory"); break; }
+            buf = nb;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0) {
+            if (ferror(f)) *s = al_errorf(err, AL_ERR_IO, "%s: read failed", path);
+            break;
+        }
+    }
+    fclose(f);
+    if (*s != AL_OK) { al_free(buf); return NULL; }
+    buf[n] = '\0';
+    return buf;
+}
+
+al_status al_hf_read_chat_template(const char *dir, char **out, al_error *err)
+{
+    *out = NULL;
+    al_status s;
+    bool missing;
+    char *p = join(dir, "chat_template.jinja");
+    if (!p) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    *out = slurp(p, &missing, err, &s);
+    al_free(p);
+    if (s != AL_OK || *out) return s;
+    if (!(p = join(dir, "tokenizer_config.json"))) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    struct stat st;
+    if (stat(p, &st) != 0) { al_free(p); return AL_OK; }
+    json_error_t je;
+    json_t *root = json_load_file(p, 0, &je);
+    if (!root) {
+        s = al_errorf(err, AL_ERR_FORMAT, "%s:%d:%d: invalid JSON: %s", p, je.line, je.column, je.text);
+        al_free(p);
+        return s;
+    }
+    json_t *t = json_object_get(root, "chat_template");
+    if (json_is_array(t)) {                 /* [{"name": ..., "template": ...}, ...] */
+        size_t i;
+        json_t *e, *pick = NULL;
+        json_array_foreach(t, i, e) {
+            const char *name = json_string_value(json_object_get(e, "name"));
+            if (name && strcmp(name, "default") == 0) pick = json_object_get(e, "template");
+        }
+        t = pick;
+    }
+    if (json_is_string(t) && !(*out = al_strdup(json_string_value(t))))
+        s = al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    json_decref(root);
+    al_free(p);
+    return s;
+}
+
+al_status al_hf_set_chat_template(const char *dir, const char *tmpl, al_error *err)
+{
+    al_status s = AL_OK;
+    char *cp = join(dir, "tokenizer_config.json"), *jp = join(dir, "chat_template.jinja");
+    json_t *root = NULL;
+    if (!cp || !jp) { s = al_errorf(err, AL_ERR_NOMEM, "out of memory"); goto done; }
+    struct stat st;
+    if (stat(cp, &st) == 0) {
+        json_error_t je;
+        root = json_load_file(cp, JSON_PRESERVE_ORDER, &je);
+        if (!root || !json_is_object(root)) {
+            s = al_errorf(err, AL_ERR_FORMAT, "%s:%d:%d: invalid JSON: %s", cp, je.line, je.column, je.text);
+            goto done;
+        }
+    } else if (!(root = json_object())) {
+        s = al_errorf(err, AL_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if (json_object_set_new(root, "chat_template", json_string(tmpl)) != 0) {
+        s = al_errorf(err, AL_ERR_FORMAT, "chat template is not valid UTF-8");
+        goto done;
+    }
+    if (json_dump_file(root, cp, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0) {
+        s = al_errorf(err, AL_ERR_IO, "%s: cannot write", cp);
+        goto done;
+    }
+    if (stat(jp, &st) == 0) {
+        FILE *f = fopen(jp, "wb");
+        size_t n = strlen(tmpl);
+        bool ok = f && fwrite(tmpl, 1, n, f) == n;
+        if ((f && fclose(f) != 0) || !ok) s = al_errorf(err, AL_ERR_IO, "%s: cannot write", jp);
+    }
+done:
+    json_decref(root);
+    al_free(cp);
+    al_free(jp);
+    return s;
+}

@@ -36,6 +36,16 @@ al_status al_hf_write_config_vocab(const char *src_dir, const char *dst_dir, con
                                    long num_layers, long vocab_size, al_error *err);
 al_status al_hf_copy_tokenizer(const char *src_dir, const char *dst_dir, al_error *err);
 
+/* The chat template a model directory carries: chat_template.jinja, else the
+ * "chat_template" of tokenizer_config.json (a string, or the entry named "default" of
+ * a list of named templates). *out is NULL when it has none; free it with al_free. */
+al_status al_hf_read_chat_template(const char *dir, char **out, al_error *err);
+
+/* Give the tokenizer in dir the chat template tmpl: "chat_template" is set in
+ * dir/tokenizer_config.json (the file is created if absent, other keys kept), and
+ * dir/chat_template.jinja is rewritten if present, since transformers prefers it. */
+al_status al_hf_set_chat_template(const char *dir, const char *tmpl, al_error *err);
+
 /* "float32"/"float16"/"bfloat16"/"float64" for a float dtype (config.json spelling). */
 const char *al_dtype_torch_name(al_dtype t);
 

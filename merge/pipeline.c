@@ -15,6 +15,7 @@
 #include "../core/rng.h"
 #include "../io/hfdir.h"
 #include "../io/names.h"
+#include "chat.h"
 #include "kernels_internal.h"
 #include "method.h"
 #include "vocab.h"
@@ -1182,6 +1183,33 @@ done:
 }
 
 /* README.md model card: what was merged, how, and the recipe itself. */
+static bool is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* chat_template: a built-in name, a literal, or auto (the template most inputs carry),
+ * written into the output's tokenizer_config.json (mergekit applies it the same way). */
+static al_status apply_chat_template(const al_merge_job *j, const char *dir, al_error *err)
+{
+    const char **dirs = al_calloc(j->n_models ? j->n_models : 1, sizeof *dirs);
+    if (!dirs) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    size_t n = 0;
+    for (size_t i = 0; i < j->n_models; i++)
+        if (is_dir(j->models[i].path)) dirs[n++] = j->models[i].path;
+    char *tmpl = NULL;
+    al_status s = al_chat_template_resolve(j->d->chat_template, dirs, n, &tmpl, err);
+    al_free(dirs);
+    if (s != AL_OK) return s;
+    if (!tmpl)
+        return warn(j, err, "chat_template: auto: no input model has a chat template; the output keeps "
+                    "the tokenizer files as copied");
+    s = al_hf_set_chat_template(dir, tmpl, err);
+    al_free(tmpl);
+    return s;
+}
+
 static al_status write_card(const al_merge_job *j, const char *dir, al_error *err)
 {
     size_t n = strlen(dir) + 32;
@@ -1217,12 +1245,6 @@ static al_status write_card(const al_merge_job *j, const char *dir, al_error *er
     s = ok ? AL_OK : al_errorf(err, AL_ERR_IO, "%s: write failed", p);
     al_free(p);
     return s;
-}
-
-static bool is_dir(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 /* TIES with trim_scope: model (Yadav et al. 2023, as in the paper's code): each task
@@ -1411,6 +1433,7 @@ al_status al_merge_job_run(al_merge_job *j, const char *out_path, al_error *err)
     if (j->vocab_on) tdonor = j->models[j->vocab_source].path;
     if (is_dir(tdonor) && (s = al_hf_copy_tokenizer(tdonor, tmp, err)) != AL_OK) goto done;
     if (j->vocab_on && (s = al_vocab_write_tokenizer(&j->vocab, tdonor, tmp, j->vocab_kept, err)) != AL_OK) goto done;
+    if (j->d->chat_template && (s = apply_chat_template(j, tmp, err)) != AL_OK) goto done;
     if ((s = write_card(j, tmp, err)) != AL_OK) goto done;
     s = al_writer_commit(w, err);
 done:

@@ -1,4 +1,4 @@
-/* tests/test_vocab.c: tokenizer-aware merging (tokenizer_source: union, tokenizer:).
+/* tests/test_vocab.c: tokenizer-aware merging (tokenizer_source: union, tokenizer:) and chat_template.
  *
  * Two "fine-tunes" of the example base each add tokens: ftx adds <|x|> (1024) and <|y|>
  * (1025), fty adds <|y|> (1024) and <|z|> (1025); <|y|> sits at different ids. A task-
@@ -22,6 +22,7 @@
 
 #include "../core/alloc.h"
 #include "../io/checkpoint.h"
+#include "../io/hfdir.h"
 #include "../io/tokenizer.h"
 #include "../merge/pipeline.h"
 #include "../recipes/recipe.h"
@@ -218,11 +219,102 @@ static void test_block(void **state)
     assert_non_null(strstr(err.msg, "<|q|>"));
 }
 
+/* The output's tokenizer_config.json chat_template after merging with `tail`. */
+static char *out_template(const char *tail, const char *out)
+{
+    al_error err = {0};
+    if (run(tail, out, &err) != AL_OK) fail_msg("%s", err.msg);
+    char p[300];
+    snprintf(p, sizeof p, "%s/%s/tokenizer_config.json", g_dir, out);
+    json_error_t je;
+    json_t *root = json_load_file(p, 0, &je);
+    assert_non_null(root);
+    /* the donor's (the base's) other keys are kept */
+    assert_string_equal(json_string_value(json_object_get(root, "tokenizer_class")), "GPT2Tokenizer");
+    const char *t = json_string_value(json_object_get(root, "chat_template"));
+    char *r = t ? strdup(t) : NULL;
+    json_decref(root);
+    return r;
+}
+
+static void put_file(const char *model, const char *name, const char *text)
+{
+    char p[300];
+    snprintf(p, sizeof p, "%s/%s/%s", g_dir, model, name);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void test_chat_template(void **state)
+{
+    (void)state;
+    char *t = out_template("chat_template: chatml\n", "chat1");
+    assert_non_null(t);
+    assert_non_null(strstr(t, "<|im_start|>"));
+    assert_non_null(strstr(t, "<|im_end|>"));
+    assert_non_null(strstr(t, "add_generation_prompt"));
+    free(t);
+    static const char lit[] = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}";
+    char tail[256];
+    snprintf(tail, sizeof tail, "chat_template: \"%s\"\n", "{% for m in messages %}{{ m['role'] }}: "
+             "{{ m['content'] }}\\n{% endfor %}");
+    t = out_template(tail, "chat2");
+    assert_string_equal(t, lit);
+    free(t);
+    /* auto with no template anywhere: a warning, the donor's files unchanged */
+    t = out_template("chat_template: auto\n", "chat3");
+    assert_null(t);
+    free(t);
+    /* auto: ftx carries A (in tokenizer_config.json and chat_template.jinja), fty B:
+     * a tie goes to the earliest input. With ftz also carrying B, B wins 2:1, and the
+     * donor's (ftx's) copied chat_template.jinja must be rewritten too. */
+    put_file("ftx", "tokenizer_config.json", "{\"chat_template\": \"{{ 'A' }} template aaaaaaa\"}");
+    put_file("ftx", "chat_template.jinja", "{{ 'A' }} template aaaaaaa");
+    put_file("fty", "chat_template.jinja", "{{ 'B' }} template bbbbbbb");
+    t = out_template("chat_template: auto\n", "chat4");
+    assert_string_equal(t, "{{ 'A' }} template aaaaaaa");
+    free(t);
+    make_ft("ftz", 3, "<|x|>", "<|y|>");
+    put_file("ftz", "chat_template.jinja", "{{ 'B' }} template bbbbbbb");
+    char text[1024], op[300];
+    snprintf(text, sizeof text,
+             "merge_method: linear\nmodels:\n  - model: %s/ftx\n  - model: %s/fty\n"
+             "  - model: %s/ftz\nparameters: {weight: 1.0}\n"
+             "chat_template: auto\n", g_dir, g_dir, g_dir);
+    al_recipe *r = NULL;
+    al_error err = {0};
+    assert_int_equal(al_recipe_parse_string(text, strlen(text), "c.yaml", NULL, &r, &err), AL_OK);
+    snprintf(op, sizeof op, "%s/chat5", g_dir);
+    al_merge_opts mo = {0};
+    if (al_merge_run(r, op, &mo, &err) != AL_OK) fail_msg("%s", err.msg);
+    al_recipe_free(r);
+    char p[340];
+    snprintf(p, sizeof p, "%s/chat_template.jinja", op);
+    FILE *f = fopen(p, "r");
+    assert_non_null(f);
+    char got[64] = {0};
+    assert_true(fread(got, 1, sizeof got - 1, f) > 0);
+    fclose(f);
+    assert_string_equal(got, "{{ 'B' }} template bbbbbbb");
+    assert_int_equal(al_hf_read_chat_template(op, &t, &err), AL_OK);
+    assert_string_equal(t, "{{ 'B' }} template bbbbbbb");
+    al_free(t);
+    snprintf(op, sizeof op, "%s/chat5/tokenizer_config.json", g_dir);
+    json_error_t je;
+    json_t *root = json_load_file(op, 0, &je);
+    assert_non_null(root);
+    assert_string_equal(json_string_value(json_object_get(root, "chat_template")), "{{ 'B' }} template bbbbbbb");
+    json_decref(root);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_union),
         cmocka_unit_test(test_block),
+        cmocka_unit_test(test_chat_template),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
