@@ -55,7 +55,7 @@ BENCH_BINS:= $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 LIB := $(BUILD)/liballoy.a
 BIN := $(BUILD)/alloy
 
-.PHONY: all test unit e2e asan demo bench bench-tools install clean fuzz
+.PHONY: all test unit e2e asan demo bench bench-tools install clean
 all: $(BIN)
 
 $(LIB): $(LIB_OBJS)

@@ -1021,10 +1021,87 @@ static void test_alloc_fail_open_and_create(void **state)
     assert_true(k < 1000);
 }
 
+/* Random mutations of a valid file (a cheap fuzzer that runs in every `make test`, and
+ * under ASan in `make asan`): each parse must either fail with a message or return
+ * tensors whose bytes lie inside the data region, in order, without overlap, with
+ * nbytes = numel * element size. The copy is allocated at its exact length so ASan
+ * catches any read past the end. */
+static uint64_t mut_next(uint64_t *x)
+{
+    *x ^= *x << 13; *x ^= *x >> 7; *x ^= *x << 17;
+    return *x;
+}
+
+static void test_mutations(void **state)
+{
+    (void)state;
+    static const char hdr[] =
+        "{\"__metadata__\":{\"format\":\"pt\"},"
+        "\"a.weight\":{\"dtype\":\"BF16\",\"shape\":[2,3],\"data_offsets\":[0,12]},"
+        "\"b\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[12,24]},"
+        "\"c\":{\"dtype\":\"I64\",\"shape\":[1,1],\"data_offsets\":[24,32]}}";
+    static const char junk[] = "\"{}[]:,0123456789-e.E\\u \x80\xff";
+    size_t len;
+    uint8_t *orig = build(hdr, 8, 32, &len);
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    int accepted = 0, rejected = 0;
+    for (int it = 0; it < 100000; it++) {
+        size_t n = len;
+        uint8_t *b = malloc(len);
+        assert_non_null(b);
+        memcpy(b, orig, len);
+        int k = 1 + (int)(mut_next(&x) % 3);
+        for (int m = 0; m < k; m++) {
+            if (n == 0) break;
+            uint64_t r = mut_next(&x), pos = (r >> 8) % n;
+            switch (r & 7) {
+            case 0: b[pos] = (uint8_t)(r >> 40); break;                     /* any byte */
+            case 1: case 2: case 3: b[pos] = (uint8_t)junk[(r >> 40) % (sizeof junk - 1)]; break;
+            case 4: b[pos] = (uint8_t)(b[pos] ^ (1u << ((r >> 40) & 7))); break;  /* bit flip */
+            case 5: n = pos; break;                                        /* truncate */
+            case 6: b[(r >> 40) & 7] = (uint8_t)(r >> 48); break;           /* header length */
+            default: b[8 + (r >> 40) % (n > 8 ? n - 8 : 1)] = (uint8_t)('0' + (r >> 48) % 10); break;
+            }
+        }
+        uint8_t *e = malloc(n ? n : 1);       /* exact length: ASan sees any over-read */
+        assert_non_null(e);
+        memcpy(e, b, n);
+        free(b);
+        al_bt_list l = {0};
+        al_error err = {0};
+        if (al_st_parse(e, n, LABEL, &l, &err) == AL_OK) {
+            accepted++;
+            uint64_t hl = 0;
+            for (int i = 0; i < 8; i++) hl |= (uint64_t)e[i] << (8 * i);
+            uint64_t prev_end = 8 + hl;
+            for (size_t i = 0; i < l.n; i++) {
+                const al_bt_tensor *t = &l.v[i];
+                uint64_t numel = 1;
+                for (int d = 0; d < t->ndim; d++) numel *= (uint64_t)t->shape[d];
+                assert_int_equal(t->nbytes * 8, numel * al_dtype_bits(t->dtype));
+                assert_true(t->offset >= prev_end);
+                assert_true(t->offset + t->nbytes <= n);
+                prev_end = t->offset + t->nbytes;
+            }
+        } else {
+            rejected++;
+            assert_non_null(strstr(err.msg, LABEL));
+        }
+        al_bt_list_free(&l);
+        free(e);
+    }
+    free(orig);
+    /* both outcomes occur: mutations of the data bytes keep the file valid */
+    assert_true(accepted > 100);
+    print_message("mutations: %d accepted, %d rejected\n", accepted, rejected);
+    assert_true(rejected > 50000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rs_empty),
+        cmocka_unit_test(test_mutations),
         cmocka_unit_test(test_rs_serialization),
         cmocka_unit_test(test_rs_forced_alignment),
         cmocka_unit_test(test_rs_f4_one_byte),
