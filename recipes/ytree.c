@@ -181,9 +181,16 @@ al_status ytree_parse(const char *text, size_t len, const char *filename,
                                parser.problem ? parser.problem : "?", parser.context,
                                parser.context_mark.line + 1, parser.context_mark.column + 1);
             } else if (parser.error == YAML_READER_ERROR) {
-                st = al_errorf(err, AL_ERR_FORMAT,
-                               "%s: YAML reader error at byte %zu: %s", filename,
-                               parser.problem_offset, parser.problem ? parser.problem : "?");
+                /* the reader reports a byte offset; users want line and column */
+                size_t line = 1, col = 1, off = parser.problem_offset < len ? parser.problem_offset : len;
+                for (size_t i = 0; i < off; i++) {
+                    unsigned char ch = (unsigned char)text[i];
+                    if (ch == '\n') line++, col = 1;
+                    else if ((ch & 0xC0) != 0x80) col++;    /* count characters, not bytes */
+                }
+                st = al_errorf(err, AL_ERR_FORMAT, "%s:%zu:%zu: YAML reader error at byte %zu: %s",
+                               filename, line, col, parser.problem_offset,
+                               parser.problem ? parser.problem : "?");
             } else {
                 st = al_errorf(err, AL_ERR_FORMAT, "%s:%zu:%zu: YAML syntax error: %s", filename,
                                parser.problem_mark.line + 1, parser.problem_mark.column + 1,

@@ -466,6 +466,8 @@ static const struct {
       "parameters:\n  trim_scope: layer\n", AL_ERR_RECIPE, false, "7:15", "must be one of tensor|model" },
     { "chat template", LIN TWO "chat_template: chatlm\n", AL_ERR_RECIPE, false, "7:16",
       "unknown chat_template 'chatlm'" },
+    { "bad utf-8", "merge_method: linear\nmodels:\n  - model: \xc3\xa9" "a/\xff\n", AL_ERR_FORMAT, false,
+      "3:15", "invalid leading UTF-8 octet" },
     { "null param", LIN TWO "parameters:\n  normalize:\n", AL_ERR_RECIPE, false, "8:13",
       "parameter 'normalize' has no value" },
     { "strict unknown key", LIN TWO "dtipe: float16\n", AL_ERR_RECIPE, true, "7:1",
@@ -754,10 +756,74 @@ static void test_alloc_failures(void **state)
     assert_true(ok_at > 1);
 }
 
+/* Random mutations of two recipes (a cheap fuzzer, also run under ASan): every parse
+ * either succeeds or fails with a message naming the file, line and column. */
+static uint64_t mut_next(uint64_t *x)
+{
+    *x ^= *x << 13; *x ^= *x >> 7; *x ^= *x << 17;
+    return *x;
+}
+
+static void test_mutations(void **state)
+{
+    (void)state;
+    static const char slices[] =
+        "slices:\n  - sources:\n      - model: a/m\n        layer_range: [0, 8]\n"
+        "      - model: b/m\n        layer_range: [0, 8]\n"
+        "merge_method: slerp\nbase_model: a/m\nparameters:\n  t:\n"
+        "    - filter: self_attn\n      value: [0, 0.5, 0.3, 0.7, 1]\n    - value: 0.5\n"
+        "dtype: bfloat16\n---\nname: x\nmerge_method: linear\nmodels: [{model: x, parameters: {weight: 1}}]\n";
+    static const char junk[] = ":-[]{},'\"&*!|>#%@` \n\t0123456789.e";
+    const char *seeds[2] = {golden_yaml, slices};
+    uint64_t x = 0x2545f4914f6cdd1dull;
+    int ok = 0, rejected = 0, positioned = 0;
+    for (int it = 0; it < 20000; it++) {
+        const char *src = seeds[it & 1];
+        size_t n = strlen(src);
+        char *b = malloc(n + 1);
+        assert_non_null(b);
+        memcpy(b, src, n + 1);
+        int k = 1 + (int)(mut_next(&x) % 3);
+        for (int m = 0; m < k && n > 0; m++) {
+            uint64_t r = mut_next(&x), pos = (r >> 8) % n;
+            switch (r & 3) {
+            case 0: b[pos] = (char)(r >> 40); if (!b[pos]) b[pos] = '?'; break;
+            case 1: case 2: b[pos] = junk[(r >> 40) % (sizeof junk - 1)]; break;
+            default: n = pos; b[n] = '\0'; break;
+            }
+        }
+        char *e = malloc(n ? n : 1);          /* exact length, no terminator: ASan checks */
+        assert_non_null(e);
+        memcpy(e, b, n);
+        free(b);
+        al_recipe *r = NULL;
+        al_error err = {0};
+        al_status st = al_recipe_parse_string(e, n, "m.yaml", NULL, &r, &err);
+        if (st == AL_OK) {
+            ok++;
+            assert_non_null(r);
+            al_recipe_free(r);
+        } else {
+            rejected++;
+            assert_null(r);
+            assert_true(st == AL_ERR_FORMAT || st == AL_ERR_RECIPE);
+            const char *p = strstr(err.msg, "m.yaml");
+            if (!p) fail_msg("error without the file name: %s", err.msg);
+            int line, col;
+            positioned += sscanf(p, "m.yaml:%d:%d", &line, &col) == 2;
+        }
+        free(e);
+    }
+    print_message("recipe mutations: %d parsed, %d rejected, %d with line:col\n", ok, rejected, positioned);
+    assert_true(ok > 100 && rejected > 1000);
+    assert_int_equal(positioned, rejected);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_real_recipes),
+        cmocka_unit_test(test_mutations),
         cmocka_unit_test(test_multidoc_links),
         cmocka_unit_test(test_param_golden),
         cmocka_unit_test(test_param_slice_precedence),
