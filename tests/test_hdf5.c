@@ -19,6 +19,8 @@
 #include <cmocka.h>
 #include <hdf5.h>
 
+#include "util/testutil.h"
+
 #include "../core/alloc.h"
 #include "../io/backend.h"
 
@@ -43,14 +45,6 @@ typedef struct {
     uint64_t nbytes;
 } tcase;
 
-static uint64_t rng_next(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
 static void tcase_init(tcase *t, const char *name, al_dtype dt, int ndim, const int64_t *shape, uint64_t seed)
 {
     memset(t, 0, sizeof *t);
@@ -63,7 +57,7 @@ static void tcase_init(tcase *t, const char *name, al_dtype dt, int ndim, const 
     t->data = malloc(t->nbytes ? t->nbytes : 1);
     assert_non_null(t->data);
     uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-    for (uint64_t i = 0; i < t->nbytes; i++) t->data[i] = (unsigned char)rng_next(&s);
+    for (uint64_t i = 0; i < t->nbytes; i++) t->data[i] = (unsigned char)tu_xorshift(&s);
 }
 
 static void put16(tcase *t, size_t i, uint16_t v) { memcpy(t->data + 2 * i, &v, 2); }

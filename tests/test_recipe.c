@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/testutil.h"
+
 #include "../core/alloc.h"
 #include "../recipes/recipe.h"
 
@@ -758,12 +760,6 @@ static void test_alloc_failures(void **state)
 
 /* Random mutations of two recipes (a cheap fuzzer, also run under ASan): every parse
  * either succeeds or fails with a message naming the file, line and column. */
-static uint64_t mut_next(uint64_t *x)
-{
-    *x ^= *x << 13; *x ^= *x >> 7; *x ^= *x << 17;
-    return *x;
-}
-
 static void test_mutations(void **state)
 {
     (void)state;
@@ -783,9 +779,9 @@ static void test_mutations(void **state)
         char *b = malloc(n + 1);
         assert_non_null(b);
         memcpy(b, src, n + 1);
-        int k = 1 + (int)(mut_next(&x) % 3);
+        int k = 1 + (int)(tu_xorshift(&x) % 3);
         for (int m = 0; m < k && n > 0; m++) {
-            uint64_t r = mut_next(&x), pos = (r >> 8) % n;
+            uint64_t r = tu_xorshift(&x), pos = (r >> 8) % n;
             switch (r & 3) {
             case 0: b[pos] = (char)(r >> 40); if (!b[pos]) b[pos] = '?'; break;
             case 1: case 2: b[pos] = junk[(r >> 40) % (sizeof junk - 1)]; break;

@@ -22,6 +22,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/testutil.h"
+
 #include "../core/alloc.h"
 #include "../io/backend.h"
 #include "../io/safetensors.h"
@@ -1026,12 +1028,6 @@ static void test_alloc_fail_open_and_create(void **state)
  * tensors whose bytes lie inside the data region, in order, without overlap, with
  * nbytes = numel * element size. The copy is allocated at its exact length so ASan
  * catches any read past the end. */
-static uint64_t mut_next(uint64_t *x)
-{
-    *x ^= *x << 13; *x ^= *x >> 7; *x ^= *x << 17;
-    return *x;
-}
-
 static void test_mutations(void **state)
 {
     (void)state;
@@ -1050,10 +1046,10 @@ static void test_mutations(void **state)
         uint8_t *b = malloc(len);
         assert_non_null(b);
         memcpy(b, orig, len);
-        int k = 1 + (int)(mut_next(&x) % 3);
+        int k = 1 + (int)(tu_xorshift(&x) % 3);
         for (int m = 0; m < k; m++) {
             if (n == 0) break;
-            uint64_t r = mut_next(&x), pos = (r >> 8) % n;
+            uint64_t r = tu_xorshift(&x), pos = (r >> 8) % n;
             switch (r & 7) {
             case 0: b[pos] = (uint8_t)(r >> 40); break;                     /* any byte */
             case 1: case 2: case 3: b[pos] = (uint8_t)junk[(r >> 40) % (sizeof junk - 1)]; break;
