@@ -235,7 +235,7 @@ static al_status geo_init(geo_kind kind, void **out, const al_merge_params *p, i
     g->has_base = has_base;
     g->numel = numel;
     g->name = nm;
-    g->row_len = (p->ndim <= 1 || p->row_len <= 0) ? (numel > 0 ? numel : 1) : p->row_len;
+    g->row_len = al_row_len(p, numel);
     g->t = p->t;
     g->eps = p->eps;
     g->tol = p->tol;

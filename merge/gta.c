@@ -96,7 +96,7 @@ static al_status gta_init(const gta_kind *K, void **out, const al_merge_params *
     g->kind = *K;
     g->n = n;
     g->numel = numel;
-    g->row_len = (p->ndim <= 1 || p->row_len <= 0) ? (numel > 0 ? numel : 1) : p->row_len;
+    g->row_len = al_row_len(p, numel);
     g->normalize = p->normalize < 0 ? K->norm_default : p->normalize != 0;
     g->rescale = p->rescale < 0 ? K->rescale_default : p->rescale != 0;
     g->rmode = p->rescale_mode;

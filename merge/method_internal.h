@@ -14,6 +14,13 @@ static inline const char *al_tname(const al_merge_params *p)
     return p->tensor_name ? p->tensor_name : "<tensor>";
 }
 
+/* Elements per row as the row-wise methods see them: shape[1:] for matrices, the whole
+ * tensor (at least 1) for vectors and scalars or when the caller gave no row length. */
+static inline int64_t al_row_len(const al_merge_params *p, int64_t numel)
+{
+    return (p->ndim <= 1 || p->row_len <= 0) ? (numel > 0 ? numel : 1) : p->row_len;
+}
+
 /* Sub-chunk length for row-aligned methods: whole rows, about AL_SUB elements. */
 static inline int64_t al_sub_rows(int64_t row_len)
 {

@@ -63,7 +63,7 @@ static al_status simple_init(simple_kind kind, void **out, const al_merge_params
     s->has_base = has_base;
     s->numel = numel;
     s->name = nm;
-    s->row_len = (p->ndim <= 1 || p->row_len <= 0) ? (numel > 0 ? numel : 1) : p->row_len;
+    s->row_len = al_row_len(p, numel);
     s->p_hi = s->p_lo = s->p_w = -1;
     s->sub = AL_SUB;
     plan->n_passes = 0;
