@@ -2,11 +2,13 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../core/alloc.h"
+#include "../core/file.h"
 #include "../core/rng.h"
 #include "../edit/eval.h"
 #include "../edit/facts.h"
@@ -25,24 +27,6 @@ static const char k_tok_help[] =
     "tiktoken rank file or a SentencePiece tokenizer.model) and print the ids, one line;\n"
     "--verbose also prints each token. Special tokens (BOS) are added as the tokenizer's\n"
     "post-processor says; --no-special leaves them out. --decode turns ids back into text.\n";
-
-static char *slurp(const char *path, size_t *len, al_error *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) { al_errorf(err, AL_ERR_IO, "%s: %s", path, strerror(errno)); return NULL; }
-    size_t cap = 4096, n = 0;
-    char *b = malloc(cap);
-    while (b) {
-        if (n == cap) { char *nb = realloc(b, cap *= 2); if (!nb) { free(b); b = NULL; break; } b = nb; }
-        size_t k = fread(b + n, 1, cap - n, f);
-        n += k;
-        if (!k) break;
-    }
-    fclose(f);
-    if (!b) al_errorf(err, AL_ERR_NOMEM, "out of memory");
-    *len = n;
-    return b;
-}
 
 int cmd_tokenize(int argc, char **argv)
 {
@@ -87,8 +71,11 @@ int cmd_tokenize(int argc, char **argv)
         return rc;
     }
     size_t len = text ? strlen(text) : 0;
-    char *buf = file ? slurp(file, &len, &err) : NULL;
-    if (file && !buf) { al_tokenizer_free(tok); return cli_report(&err); }
+    char *buf = NULL;
+    if (file && al_read_file(file, SIZE_MAX, "text file", &buf, &len, &err) != AL_OK) {
+        al_tokenizer_free(tok);
+        return cli_report(&err);
+    }
     int32_t *ids = NULL;
     size_t n = 0;
     if (al_tokenizer_encode(tok, file ? buf : text, len, special, &ids, &n, &err) != AL_OK) {
@@ -115,7 +102,7 @@ int cmd_tokenize(int argc, char **argv)
             }
     }
     al_free(ids);
-    free(buf);
+    al_free(buf);
     al_tokenizer_free(tok);
     return rc;
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../core/alloc.h"
+#include "../core/file.h"
 #include "../recipes/ytree_internal.h"
 
 #define FACTS_MAX_BYTES (256u << 20)
@@ -308,27 +309,10 @@ done:
 
 al_status al_facts_load(const char *path, al_facts **out, al_error *err)
 {
+    char *buf;
+    size_t n;
     *out = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return al_errorf(err, AL_ERR_IO, "%s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    char *buf = al_malloc(cap);
-    al_status s = AL_OK;
-    while (buf) {
-        if (n == cap) {
-            if (cap >= FACTS_MAX_BYTES) { s = al_errorf(err, AL_ERR_FORMAT, "%s: larger than 256 MB", path); break; }
-            char *nb = al_realloc(buf, cap * 2);
-            if (!nb) break;
-            buf = nb;
-            cap *= 2;
-        }
-        size_t k = fread(buf + n, 1, cap - n, fp);
-        n += k;
-        if (k == 0) break;
-    }
-    if (!buf) s = al_errorf(err, AL_ERR_NOMEM, "out of memory reading %s", path);
-    else if (s == AL_OK && ferror(fp)) s = al_errorf(err, AL_ERR_IO, "%s: read error", path);
-    fclose(fp);
+    al_status s = al_read_file(path, FACTS_MAX_BYTES, "facts file", &buf, &n, err);
     if (s == AL_OK) s = al_facts_parse(buf, n, path, out, err);
     al_free(buf);
     return s;

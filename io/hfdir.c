@@ -10,7 +10,11 @@
 #include <unistd.h>
 
 #include "../core/alloc.h"
+#include "../core/file.h"
 #include "checkpoint.h"
+
+/* Largest chat_template.jinja read (real templates are a few kB). */
+#define AL_HF_MAX_TEMPLATE (16u << 20)
 
 /* Files carried along with the weights (mergekit copies the same set). */
 static const char *const k_aux_files[] = {
@@ -188,51 +192,18 @@ al_status al_copy_aux_files(const char *src_dir, const char *dst_dir, al_error *
     return al_hf_copy_files(src_dir, dst_dir, NULL, -1, err);
 }
 
-/* Read a whole small text file; NULL with *missing set when it does not exist. */
-static char *slurp(const char *path, bool *missing, al_error *err, al_status *s)
-{
-    *missing = false;
-    *s = AL_OK;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (errno == ENOENT) *missing = true;
-        else *s = al_errorf(err, AL_ERR_IO, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n + 4096 + 1 > cap) {
-            cap = cap ? cap * 2 : 8192;
-            char *nb = al_realloc(buf, cap);
-            if (!nb) { *s = al_errorf(err, AL_ERR_NOMEM, "out of memory"); break; }
-            buf = nb;
-        }
-        size_t got = fread(buf + n, 1, cap - n - 1, f);
-        n += got;
-        if (got == 0) {
-            if (ferror(f)) *s = al_errorf(err, AL_ERR_IO, "%s: read failed", path);
-            break;
-        }
-    }
-    fclose(f);
-    if (*s != AL_OK) { al_free(buf); return NULL; }
-    buf[n] = '\0';
-    return buf;
-}
-
 al_status al_hf_read_chat_template(const char *dir, char **out, al_error *err)
 {
     *out = NULL;
     al_status s;
-    bool missing;
+    struct stat st;
     char *p = join(dir, "chat_template.jinja");
     if (!p) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
-    *out = slurp(p, &missing, err, &s);
+    bool jinja = stat(p, &st) == 0;
+    s = jinja ? al_read_file(p, AL_HF_MAX_TEMPLATE, "chat template", out, NULL, err) : AL_OK;
     al_free(p);
-    if (s != AL_OK || *out) return s;
+    if (jinja) return s;
     if (!(p = join(dir, "tokenizer_config.json"))) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
-    struct stat st;
     if (stat(p, &st) != 0) { al_free(p); return AL_OK; }
     json_error_t je;
     json_t *root = json_load_file(p, 0, &je);

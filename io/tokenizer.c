@@ -46,6 +46,7 @@
 #include <pcre2.h>
 
 #include "../core/alloc.h"
+#include "../core/file.h"
 
 /* ---- limits on files from strangers -------------------------------------------- */
 #define TOK_MAX_FILE   (128u << 20)   /* bytes of any tokenizer file */
@@ -797,27 +798,7 @@ size_t al_tok_span_find(const al_tok_span *spans, size_t n, size_t offset)
 /* ---- shared load helpers ------------------------------------------------------------ */
 static al_status read_all(const char *path, char **buf, size_t *n, al_error *err)
 {
-    FILE *f = fopen(path, "rb");
-    struct stat sb;
-    *buf = NULL; *n = 0;
-    if (!f) return al_errorf(err, AL_ERR_IO, "%s: %s", path, strerror(errno));
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
-        return al_errorf(err, AL_ERR_IO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)sb.st_size > TOK_MAX_FILE) {
-        fclose(f);
-        return al_errorf(err, AL_ERR_FORMAT, "%s: %lld bytes: larger than the %u MB a tokenizer file may have",
-                         path, (long long)sb.st_size, TOK_MAX_FILE >> 20);
-    }
-    char *b = al_malloc((size_t)sb.st_size + 1);
-    if (!b) { fclose(f); return nomem(err); }
-    size_t got = fread(b, 1, (size_t)sb.st_size, f);
-    fclose(f);
-    if (got != (size_t)sb.st_size) { al_free(b); return al_errorf(err, AL_ERR_IO, "%s: short read", path); }
-    b[got] = '\0';
-    *buf = b; *n = got;
-    return AL_OK;
+    return al_read_file(path, TOK_MAX_FILE, "tokenizer file", buf, n, err);
 }
 
 static al_status add_split(al_tokenizer *t, const char *pat, bool literal, int beh, bool invert,

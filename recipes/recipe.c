@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "../core/alloc.h"
+#include "../core/file.h"
 #include "ytree_internal.h"
 
 typedef struct {
@@ -1404,35 +1405,11 @@ cleanup:
 al_status al_recipe_parse_file(const char *path, const al_recipe_opts *opts, al_recipe **out,
                                al_error *err)
 {
-    al_status st = AL_OK;
-    FILE *f = NULL;
-    char *buf = NULL;
+    char *buf;
+    size_t len;
     *out = NULL;
-    f = fopen(path, "rb");
-    if (!f) { st = al_errorf(err, AL_ERR_IO, "%s: cannot open: %s", path, strerror(errno)); goto cleanup; }
-    size_t cap = 4096, len = 0;
-    buf = al_malloc(cap);
-    if (!buf) { st = al_errorf(err, AL_ERR_NOMEM, "out of memory reading %s", path); goto cleanup; }
-    for (;;) {
-        if (len == cap) {
-            if (cap >= AL_RECIPE_MAX_BYTES) {
-                st = al_errorf(err, AL_ERR_FORMAT, "%s: recipe larger than %u bytes", path,
-                               AL_RECIPE_MAX_BYTES);
-                goto cleanup;
-            }
-            char *nb = al_realloc(buf, cap * 2);
-            if (!nb) { st = al_errorf(err, AL_ERR_NOMEM, "out of memory reading %s", path); goto cleanup; }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0) break;
-    }
-    if (ferror(f)) { st = al_errorf(err, AL_ERR_IO, "%s: read error", path); goto cleanup; }
-    st = al_recipe_parse_string(buf, len, path, opts, out, err);
-cleanup:
-    if (f) fclose(f);
+    al_status st = al_read_file(path, AL_RECIPE_MAX_BYTES, "recipe", &buf, &len, err);
+    if (st == AL_OK) st = al_recipe_parse_string(buf, len, path, opts, out, err);
     al_free(buf);
     return st;
 }
