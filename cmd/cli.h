@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "../core/status.h"
+#include "../edit/facts.h"
 
 typedef struct {
     const char *name;
@@ -35,5 +36,15 @@ int cmd_generate(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_edit(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
+
+/* `alloy edit` on a loaded facts file (also the `edits:` stage of a merge recipe):
+ * fields override the file's settings when set. Returns the exit code. */
+typedef struct {
+    const char *model, *out, *method, *stats;
+    const int *layers;
+    size_t n_layers;
+    bool eval, json, force, no_factors;
+} cli_edit_opts;
+int cmd_edit_facts(al_facts *facts, const cli_edit_opts *o);
 
 #endif

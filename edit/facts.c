@@ -177,6 +177,7 @@ static void settings_clear(al_edit_settings *e)
     al_free(e->model);
     al_free(e->method);
     al_free(e->layers);
+    for (size_t i = 0; i < e->n_stats; i++) al_free(e->stats[i]);
     al_free(e->stats);
     al_free(e->output);
     for (size_t i = 0; i < e->n_templates; i++) al_free(e->context_templates[i]);
@@ -228,7 +229,7 @@ static bool parse_settings(fctx *c, const ynode *root, al_edit_settings *e)
                 e->layers[e->n_layers++] = (int)l;
             }
         } else if (!strcmp(n, "stats")) {
-            if (!get_str(c, v, "stats", &e->stats)) return false;
+            if (!get_list(c, v, "stats", false, &e->stats, &e->n_stats)) return false;
         } else if (!strcmp(n, "output")) {
             const ynode *ov = v && v->kind == YN_MAP ? map_get(v, "path") : v;
             if (!get_str(c, ov, "output", &e->output)) return false;

@@ -48,7 +48,10 @@ typedef struct {
     char *method;             /* rome | r-rome | memit */
     int *layers;              /* `layer: L` or `layers: [..]` */
     size_t n_layers;
-    char *stats;              /* statistics file (.h5 / .npz), "none" for identity */
+    char **stats;             /* statistics files (.h5 / .npz), one, or one per MEMIT
+                                 layer; a "{}" in a single name stands for the layer;
+                                 "none" for the identity */
+    size_t n_stats;
     char **context_templates; /* explicit templates ("{}" marks the prompt), or NULL */
     size_t n_templates;
     long seed;                /* -1 when not given */

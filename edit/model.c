@@ -555,6 +555,8 @@ void al_model_ws_free(al_model_ws *ws)
     al_free(ws);
 }
 
+const al_model *al_model_ws_model(const al_model_ws *ws) { return ws->m; }
+
 int al_model_ws_cached(const al_model_ws *ws, int b)
 {
     return (b >= 0 && b < ws->Bc) ? ws->cached[b] : 0;
@@ -850,6 +852,7 @@ al_status al_model_forward(al_model_ws *ws, const al_forward_args *a, al_error *
                 if (hk->key) memcpy(hk->key + (size_t)i * M, la->key + n * M, (size_t)M * sizeof(float));
                 if (hk->mlp_out)    /* block_forward left the MLP output [N,C] in tmp */
                     memcpy(hk->mlp_out + (size_t)i * C, ws->tmp + n * C, (size_t)C * sizeof(float));
+                if (hk->block_out) memcpy(hk->block_out + (size_t)i * C, h + n * C, (size_t)C * sizeof(float));
             }
             memcpy(ws->h_clean, h, (size_t)N * C * sizeof(float));
             add_delta(ws, h, hk->delta);

@@ -89,6 +89,8 @@ al_status al_model_ws_new(al_model_ws **out, const al_model *m, int max_batch, i
 void al_model_ws_free(al_model_ws *ws);                /* accepts NULL */
 /* Tokens the KV cache holds for row b (0 after al_model_ws_new). */
 int al_model_ws_cached(const al_model_ws *ws, int b);
+/* The model the workspace runs. */
+const al_model *al_model_ws_model(const al_model_ws *ws);
 
 /* Hook at MLP layer `layer` (ROME: GPT-2 transformer.h.l.mlp, Llama model.layers.l.mlp),
  * at n_pos positions (pos_b[i], pos_t[i]) of the call's token grid (t < lens[b]). */
@@ -99,6 +101,8 @@ typedef struct {
     float *key;             /* out [n_pos, M] or NULL: input of the down projection
                                (GPT-2 gelu(c_fc(ln_2 h)), Llama silu(gate)*up) */
     float *mlp_out;         /* out [n_pos, C] or NULL: MLP output (bias included), before delta */
+    float *block_out;       /* out [n_pos, C] or NULL: the block's output (the residual
+                               stream h_{l+1}, MEMIT's layer output), before delta */
     const float *delta;     /* [C] or NULL: added to the MLP output at every hook position */
 } al_hook;
 

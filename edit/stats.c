@@ -23,6 +23,7 @@
  * one mutex, as io/hdf5.c does (that file's lock is private to it, so stats I/O and
  * checkpoint HDF5 I/O must not run from two threads at once). */
 #include "stats_internal.h"
+#include "../io/h5util.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -379,61 +380,6 @@ al_status al_stats_check(const al_stats *s, const al_model *m, int layer, const 
 
 /* ---- HDF5 cache ------------------------------------------------------------------- */
 
-static pthread_mutex_t g_stats_h5_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static void h5_lock(void)
-{
-    pthread_mutex_lock(&g_stats_h5_lock);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-
-static void h5_unlock(void)
-{
-    H5Eclear2(H5E_DEFAULT);
-    pthread_mutex_unlock(&g_stats_h5_lock);
-}
-
-static herr_t h5_first_desc(unsigned n, const H5E_error2_t *e, void *data)
-{
-    (void)n;
-    char *d = data;
-    if (!d[0] && e->desc && e->desc[0]) snprintf(d, 160, "%s", e->desc);
-    return 0;
-}
-
-/* Innermost HDF5 error description (or a default), then clear the stack. */
-static const char *h5_why(char d[160])
-{
-    d[0] = 0;
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, h5_first_desc, d);
-    H5Eclear2(H5E_DEFAULT);
-    if (!d[0]) snprintf(d, 160, "HDF5 error");
-    return d;
-}
-
-static bool h5_put_str(hid_t obj, const char *name, const char *v)
-{
-    hid_t ty = H5Tcopy(H5T_C_S1), sp = H5Screate(H5S_SCALAR), a = -1;
-    bool ok = ty >= 0 && sp >= 0 && H5Tset_size(ty, H5T_VARIABLE) >= 0 &&
-              H5Tset_cset(ty, H5T_CSET_UTF8) >= 0 &&
-              (a = H5Acreate2(obj, name, ty, sp, H5P_DEFAULT, H5P_DEFAULT)) >= 0 &&
-              H5Awrite(a, ty, &v) >= 0;
-    if (a >= 0) H5Aclose(a);
-    if (sp >= 0) H5Sclose(sp);
-    if (ty >= 0) H5Tclose(ty);
-    return ok;
-}
-
-static bool h5_put_i64(hid_t obj, const char *name, int64_t v)
-{
-    hid_t sp = H5Screate(H5S_SCALAR), a = -1;
-    bool ok = sp >= 0 && (a = H5Acreate2(obj, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT)) >= 0 &&
-              H5Awrite(a, H5T_NATIVE_INT64, &v) >= 0;
-    if (a >= 0) H5Aclose(a);
-    if (sp >= 0) H5Sclose(sp);
-    return ok;
-}
-
 al_status al_stats_save(const al_stats *s, const char *path, al_error *err)
 {
     al_status st = AL_OK;
@@ -445,9 +391,9 @@ al_status al_stats_save(const al_stats *s, const char *path, al_error *err)
     memcpy(tmp + pl, ".tmp", 5);
     hid_t f = -1, sp = -1, ds = -1;
     hsize_t dims[2] = {(hsize_t)s->m, (hsize_t)s->m};
-    h5_lock();
+    al_h5_enter();
     if ((f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT)) < 0) {
-        st = al_errorf(err, AL_ERR_IO, "%s: cannot create: %s", tmp, h5_why(d));
+        st = al_errorf(err, AL_ERR_IO, "%s: cannot create: %s", tmp, al_h5_why(d, sizeof d));
         goto done;
     }
     bool ok = (sp = H5Screate_simple(2, dims, NULL)) >= 0 &&
@@ -458,77 +404,24 @@ al_status al_stats_save(const al_stats *s, const char *path, al_error *err)
     ok = ok && (sp = H5Screate(H5S_SCALAR)) >= 0 &&
          (ds = H5Dcreate2(f, "count", H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) >= 0 &&
          H5Dwrite(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &s->count) >= 0;
-    ok = ok && h5_put_str(f, "alloy_format", STATS_FORMAT) && h5_put_str(f, "model", s->model) &&
-         h5_put_str(f, "model_type", s->model_type) && h5_put_str(f, "module", s->module) &&
-         h5_put_str(f, "corpus", s->corpus) && h5_put_str(f, "corpus_sha256", s->corpus_sha256) &&
-         h5_put_str(f, "dtype", s->dtype) && h5_put_str(f, "source", s->source) &&
-         h5_put_i64(f, "layer", s->layer) && h5_put_i64(f, "n_tokens", s->count);
+    ok = ok && al_h5_put_str(f, "alloy_format", STATS_FORMAT) && al_h5_put_str(f, "model", s->model) &&
+         al_h5_put_str(f, "model_type", s->model_type) && al_h5_put_str(f, "module", s->module) &&
+         al_h5_put_str(f, "corpus", s->corpus) && al_h5_put_str(f, "corpus_sha256", s->corpus_sha256) &&
+         al_h5_put_str(f, "dtype", s->dtype) && al_h5_put_str(f, "source", s->source) &&
+         al_h5_put_i64(f, "layer", s->layer) && al_h5_put_i64(f, "n_tokens", s->count);
     if (ds >= 0) H5Dclose(ds);
     if (sp >= 0) H5Sclose(sp);
-    if (!ok) { st = al_errorf(err, AL_ERR_IO, "%s: cannot write statistics: %s", tmp, h5_why(d)); goto done; }
+    if (!ok) { st = al_errorf(err, AL_ERR_IO, "%s: cannot write statistics: %s", tmp, al_h5_why(d, sizeof d)); goto done; }
     herr_t rc = H5Fclose(f);
     f = -1;
-    if (rc < 0) { st = al_errorf(err, AL_ERR_IO, "%s: cannot close: %s", tmp, h5_why(d)); goto done; }
+    if (rc < 0) { st = al_errorf(err, AL_ERR_IO, "%s: cannot close: %s", tmp, al_h5_why(d, sizeof d)); goto done; }
     if (rename(tmp, path) != 0) st = al_errorf(err, AL_ERR_IO, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
 done:
     if (f >= 0) H5Fclose(f);
-    h5_unlock();
+    al_h5_leave();
     if (st != AL_OK) unlink(tmp);
     al_free(tmp);
     return st;
-}
-
-/* A string attribute (variable or fixed length) into *dst; absent -> "". */
-static al_status h5_get_str(hid_t obj, const char *name, const char *path, char **dst, al_error *err)
-{
-    if (H5Aexists(obj, name) <= 0) return al_stats_set_str(dst, "") ? AL_OK : al_errorf(err, AL_ERR_NOMEM, "out of memory");
-    al_status st = AL_OK;
-    char d[160];
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT), ty = -1, mt = -1, sp = -1;
-    if (a < 0 || (ty = H5Aget_type(a)) < 0 || H5Tget_class(ty) != H5T_STRING ||
-        (sp = H5Aget_space(a)) < 0 || H5Sget_simple_extent_npoints(sp) != 1) {
-        st = al_errorf(err, AL_ERR_FORMAT, "%s: attribute '%s' is not a string", path, name);
-        goto done;
-    }
-    if (H5Tis_variable_str(ty) > 0) {
-        char *v = NULL;
-        if ((mt = H5Tcopy(H5T_C_S1)) < 0 || H5Tset_size(mt, H5T_VARIABLE) < 0 ||
-            H5Tset_cset(mt, H5Tget_cset(ty)) < 0 || H5Aread(a, mt, &v) < 0) {
-            st = al_errorf(err, AL_ERR_FORMAT, "%s: attribute '%s': %s", path, name, h5_why(d));
-            goto done;
-        }
-        bool ok = al_stats_set_str(dst, v);
-        H5free_memory(v);
-        if (!ok) st = al_errorf(err, AL_ERR_NOMEM, "out of memory");
-    } else {
-        size_t n = H5Tget_size(ty);
-        char *v = n < (1u << 20) ? al_calloc(n + 1, 1) : NULL;
-        if (!v) { st = al_errorf(err, AL_ERR_NOMEM, "%s: attribute '%s' of %zu bytes", path, name, n); goto done; }
-        if ((mt = H5Tcopy(H5T_C_S1)) < 0 || H5Tset_size(mt, n) < 0 || H5Tset_cset(mt, H5Tget_cset(ty)) < 0 ||
-            H5Aread(a, mt, v) < 0) {
-            al_free(v);
-            st = al_errorf(err, AL_ERR_FORMAT, "%s: attribute '%s': %s", path, name, h5_why(d));
-            goto done;
-        }
-        bool ok = al_stats_set_str(dst, v);
-        al_free(v);
-        if (!ok) st = al_errorf(err, AL_ERR_NOMEM, "out of memory");
-    }
-done:
-    if (sp >= 0) H5Sclose(sp);
-    if (mt >= 0) H5Tclose(mt);
-    if (ty >= 0) H5Tclose(ty);
-    if (a >= 0) H5Aclose(a);
-    return st;
-}
-
-static al_status h5_get_i64(hid_t obj, const char *name, const char *path, int64_t *v, al_error *err)
-{
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT), ty = a >= 0 ? H5Aget_type(a) : -1;
-    bool ok = ty >= 0 && H5Tget_class(ty) == H5T_INTEGER && H5Aread(a, H5T_NATIVE_INT64, v) >= 0;
-    if (ty >= 0) H5Tclose(ty);
-    if (a >= 0) H5Aclose(a);
-    return ok ? AL_OK : al_errorf(err, AL_ERR_FORMAT, "%s: attribute '%s' missing or not an integer", path, name);
 }
 
 al_status al_stats_load(const char *path, al_stats **out, al_error *err)
@@ -538,13 +431,13 @@ al_status al_stats_load(const char *path, al_stats **out, al_error *err)
     al_stats *s = NULL;
     char d[160], *fmt = NULL;
     hid_t f = -1, ds = -1, sp = -1, ty = -1;
-    h5_lock();
+    al_h5_enter();
     if ((f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT)) < 0) {
         st = access(path, R_OK) != 0 ? al_errorf(err, AL_ERR_IO, "%s: %s", path, strerror(errno))
-                                     : al_errorf(err, AL_ERR_FORMAT, "%s: not an HDF5 file: %s", path, h5_why(d));
+                                     : al_errorf(err, AL_ERR_FORMAT, "%s: not an HDF5 file: %s", path, al_h5_why(d, sizeof d));
         goto done;
     }
-    if ((st = h5_get_str(f, "alloy_format", path, &fmt, err)) != AL_OK) goto done;
+    if ((st = al_h5_get_str(f, "alloy_format", path, &fmt, err)) != AL_OK) goto done;
     if (strcmp(fmt, STATS_FORMAT) != 0) {
         st = al_errorf(err, AL_ERR_FORMAT, "%s: not an alloy statistics file (alloy_format '%s', "
                        "expected '%s')", path, fmt, STATS_FORMAT);
@@ -564,7 +457,7 @@ al_status al_stats_load(const char *path, al_stats **out, al_error *err)
     }
     if (!(s = al_stats_alloc((int)dims[0]))) { st = al_errorf(err, AL_ERR_NOMEM, "%s: out of memory", path); goto done; }
     if (H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->sum) < 0) {
-        st = al_errorf(err, AL_ERR_FORMAT, "%s: cannot read /mom2_sum: %s", path, h5_why(d));
+        st = al_errorf(err, AL_ERR_FORMAT, "%s: cannot read /mom2_sum: %s", path, al_h5_why(d, sizeof d));
         goto done;
     }
     H5Tclose(ty); ty = -1;
@@ -578,16 +471,16 @@ al_status al_stats_load(const char *path, al_stats **out, al_error *err)
         goto done;
     }
     int64_t layer = -1;
-    if ((st = h5_get_i64(f, "layer", path, &layer, err)) != AL_OK) goto done;
+    if ((st = al_h5_get_i64(f, "layer", path, &layer, err)) != AL_OK) goto done;
     if (layer < -1 || layer > INT_MAX) { st = al_errorf(err, AL_ERR_FORMAT, "%s: layer %lld invalid", path, (long long)layer); goto done; }
     s->layer = (int)layer;
-    if ((st = h5_get_str(f, "model", path, &s->model, err)) != AL_OK ||
-        (st = h5_get_str(f, "model_type", path, &s->model_type, err)) != AL_OK ||
-        (st = h5_get_str(f, "module", path, &s->module, err)) != AL_OK ||
-        (st = h5_get_str(f, "corpus", path, &s->corpus, err)) != AL_OK ||
-        (st = h5_get_str(f, "corpus_sha256", path, &s->corpus_sha256, err)) != AL_OK ||
-        (st = h5_get_str(f, "dtype", path, &s->dtype, err)) != AL_OK ||
-        (st = h5_get_str(f, "source", path, &s->source, err)) != AL_OK)
+    if ((st = al_h5_get_str(f, "model", path, &s->model, err)) != AL_OK ||
+        (st = al_h5_get_str(f, "model_type", path, &s->model_type, err)) != AL_OK ||
+        (st = al_h5_get_str(f, "module", path, &s->module, err)) != AL_OK ||
+        (st = al_h5_get_str(f, "corpus", path, &s->corpus, err)) != AL_OK ||
+        (st = al_h5_get_str(f, "corpus_sha256", path, &s->corpus_sha256, err)) != AL_OK ||
+        (st = al_h5_get_str(f, "dtype", path, &s->dtype, err)) != AL_OK ||
+        (st = al_h5_get_str(f, "source", path, &s->source, err)) != AL_OK)
         goto done;
     *out = s;
     s = NULL;
@@ -596,7 +489,7 @@ done:
     if (sp >= 0) H5Sclose(sp);
     if (ds >= 0) H5Dclose(ds);
     if (f >= 0) H5Fclose(f);
-    h5_unlock();
+    al_h5_leave();
     al_free(fmt);
     al_stats_free(s);
     return st;

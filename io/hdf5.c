@@ -53,22 +53,12 @@
 #include <hdf5.h>
 
 #include "../core/alloc.h"
+#include "h5util.h"
 
 #define H5_FORMAT_TAG "alloy-hdf5-1"
 #define H5_CHUNK_TARGET (1u << 20)          /* bytes per chunk when compressing */
 #define H5_CHUNK_CACHE  (8u << 20)          /* per-dataset chunk cache while writing */
 #define H5_XPOSE_TMP    (1u << 20)          /* scratch bound for transposed reads */
-
-/* The HDF5 library is one global object: one lock for all of it. */
-static pthread_mutex_t g_h5_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static void h5_enter(void)
-{
-    pthread_mutex_lock(&g_h5_lock);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-
-static void h5_leave(void) { pthread_mutex_unlock(&g_h5_lock); }
 
 static void h5_close_id(hid_t id)
 {
@@ -85,29 +75,6 @@ static void h5_close_id(hid_t id)
     }
 }
 
-/* Innermost description on the HDF5 error stack (where the error was detected), then
- * clear the stack. */
-typedef struct { char desc[160]; bool got; } h5_detail_ctx;
-
-static herr_t h5_walk_cb(unsigned n, const H5E_error2_t *e, void *data)
-{
-    (void)n;
-    h5_detail_ctx *c = data;
-    if (!c->got && e->desc && e->desc[0]) {
-        snprintf(c->desc, sizeof c->desc, "%s", e->desc);
-        c->got = true;
-    }
-    return 0;
-}
-
-static const char *h5_detail(char *buf, size_t n)
-{
-    h5_detail_ctx c = {{0}, false};
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, h5_walk_cb, &c);
-    H5Eclear2(H5E_DEFAULT);
-    snprintf(buf, n, "%s", c.got ? c.desc : "unknown HDF5 error");
-    return buf;
-}
 
 /* ---- dtypes ------------------------------------------------------------------------ */
 
@@ -240,12 +207,12 @@ static al_status h5_read_strs(hid_t obj, const char *name, const char *path, cha
 
     htri_t ex = H5Aexists(obj, name);
     if (ex < 0) return al_errorf(err, AL_ERR_FORMAT, "%s: cannot query attribute '%s': %s",
-                                 path, name, h5_detail(d, sizeof d));
+                                 path, name, al_h5_why(d, sizeof d));
     if (ex == 0) return AL_ERR_NOTFOUND;
     if ((attr = H5Aopen(obj, name, H5P_DEFAULT)) < 0 || (ftype = H5Aget_type(attr)) < 0 ||
         (space = H5Aget_space(attr)) < 0) {
         st = al_errorf(err, AL_ERR_FORMAT, "%s: cannot open attribute '%s': %s", path, name,
-                       h5_detail(d, sizeof d));
+                       al_h5_why(d, sizeof d));
         goto done;
     }
     hssize_t np = H5Sget_simple_extent_npoints(space);
@@ -267,7 +234,7 @@ static al_status h5_read_strs(hid_t obj, const char *name, const char *path, cha
     H5T_cset_t cset = H5Tget_cset(ftype);       /* HDF5 will not convert ASCII <-> UTF-8 */
     if (var < 0 || cset < 0 || (mtype = H5Tcopy(H5T_C_S1)) < 0 || H5Tset_cset(mtype, cset) < 0) {
         st = al_errorf(err, AL_ERR_FORMAT, "%s: attribute '%s': bad string type: %s", path, name,
-                       h5_detail(d, sizeof d));
+                       al_h5_why(d, sizeof d));
         goto done;
     }
     if (var) {
@@ -276,7 +243,7 @@ static al_status h5_read_strs(hid_t obj, const char *name, const char *path, cha
         if (!vl) { st = al_errorf(err, AL_ERR_NOMEM, "%s: out of memory reading attribute '%s'", path, name); goto done; }
         if (H5Tset_size(mtype, H5T_VARIABLE) < 0 || H5Aread(attr, mtype, vl) < 0) {
             st = al_errorf(err, AL_ERR_FORMAT, "%s: cannot read attribute '%s': %s", path, name,
-                           h5_detail(d, sizeof d));
+                           al_h5_why(d, sizeof d));
             al_free(vl);
             vl = NULL;
             goto done;
@@ -296,7 +263,7 @@ static al_status h5_read_strs(hid_t obj, const char *name, const char *path, cha
         if (H5Tset_size(mtype, sz) < 0 || H5Tset_strpad(mtype, H5T_STR_NULLPAD) < 0 ||
             H5Aread(attr, mtype, fixed) < 0) {
             st = al_errorf(err, AL_ERR_FORMAT, "%s: cannot read attribute '%s': %s", path, name,
-                           h5_detail(d, sizeof d));
+                           al_h5_why(d, sizeof d));
             goto done;
         }
         for (size_t i = 0; i < n; i++) {
@@ -369,7 +336,7 @@ static al_status h5_write_strs(hid_t obj, const char *name, const char *const *v
         (attr = H5Acreate2(obj, name, ty, space, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
         H5Awrite(attr, ty, v) < 0)
         st = al_errorf(err, AL_ERR_IO, "%s: cannot write attribute '%s': %s", path, name,
-                       h5_detail(d, sizeof d));
+                       al_h5_why(d, sizeof d));
     h5_close_id(attr);
     h5_close_id(space);
     h5_close_id(ty);
@@ -392,7 +359,7 @@ static al_status h5_dataset_shape(hid_t dset, const char *path, const char *loc,
     char d[160];
     if (space < 0)
         return al_errorf(err, AL_ERR_FORMAT, "%s: dataset '%s': no dataspace: %s", path, loc,
-                         h5_detail(d, sizeof d));
+                         al_h5_why(d, sizeof d));
     H5S_class_t cls = H5Sget_simple_extent_type(space);
     int nd = H5Sget_simple_extent_ndims(space);
     hsize_t dims[H5S_MAX_RANK];
@@ -405,7 +372,7 @@ static al_status h5_dataset_shape(hid_t dset, const char *path, const char *loc,
                        nd, AL_MAX_DIMS);
     } else if (H5Sget_simple_extent_dims(space, dims, NULL) < 0) {
         st = al_errorf(err, AL_ERR_FORMAT, "%s: dataset '%s': bad dataspace: %s", path, loc,
-                       h5_detail(d, sizeof d));
+                       al_h5_why(d, sizeof d));
     } else {
         *ndim = nd;
         for (int i = 0; i < nd; i++) {
@@ -432,12 +399,12 @@ static al_status h5_describe(hid_t file, const char *path, const char *loc, bool
     char d[160];
     if ((dset = H5Dopen2(file, loc, H5P_DEFAULT)) < 0) {
         st = al_errorf(err, AL_ERR_FORMAT, "%s: cannot open dataset '%s': %s", path, loc,
-                       h5_detail(d, sizeof d));
+                       al_h5_why(d, sizeof d));
         goto done;
     }
     if ((ftype = H5Dget_type(dset)) < 0) {
         st = al_errorf(err, AL_ERR_FORMAT, "%s: dataset '%s': no datatype: %s", path, loc,
-                       h5_detail(d, sizeof d));
+                       al_h5_why(d, sizeof d));
         goto done;
     }
     if ((st = h5_dataset_shape(dset, path, loc, &t->ndim, t->shape, err)) != AL_OK) goto done;
@@ -662,7 +629,7 @@ static al_status h5_open_legacy(h5_reader *h, const char *root, al_bt_list *list
     al_status st = AL_OK;
     char d[160];
     if ((rootg = H5Gopen2(h->file, root, H5P_DEFAULT)) < 0) {
-        st = al_errorf(err, AL_ERR_FORMAT, "%s: cannot open group '%s': %s", h->path, root, h5_detail(d, sizeof d));
+        st = al_errorf(err, AL_ERR_FORMAT, "%s: cannot open group '%s': %s", h->path, root, al_h5_why(d, sizeof d));
         goto done;
     }
     if ((st = h5_read_chunked_strs(rootg, "layer_names", h->path, &layers, &nlayers, err)) != AL_OK) {
@@ -673,7 +640,7 @@ static al_status h5_open_legacy(h5_reader *h, const char *root, al_bt_list *list
         h5_close_id(g);
         if ((g = H5Gopen2(rootg, layers[li], H5P_DEFAULT)) < 0) {
             st = al_errorf(err, AL_ERR_FORMAT, "%s: layer '%s' listed in layer_names has no group: %s",
-                           h->path, layers[li], h5_detail(d, sizeof d));
+                           h->path, layers[li], al_h5_why(d, sizeof d));
             goto done;
         }
         strv_free(wn, nwn);
@@ -799,7 +766,7 @@ static al_status h5_open(const char *path, void **handle, al_bt_list *list, al_e
     if (fd < 0) return al_errorf(err, AL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     close(fd);
 
-    h5_enter();
+    al_h5_enter();
     htri_t is = H5Fis_hdf5(path);
     if (is <= 0) {
         st = al_errorf(err, AL_ERR_FORMAT, "%s: not an HDF5 file", path);
@@ -812,7 +779,7 @@ static al_status h5_open(const char *path, void **handle, al_bt_list *list, al_e
     if ((fapl = H5Pcreate(H5P_FILE_ACCESS)) < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0 ||
         (h->file = H5Fopen(path, H5F_ACC_RDONLY, fapl)) < 0) {
         st = al_errorf(err, AL_ERR_FORMAT, "%s: cannot open HDF5 file (truncated or corrupt?): %s",
-                       path, h5_detail(d, sizeof d));
+                       path, al_h5_why(d, sizeof d));
         goto done;
     }
 
@@ -842,12 +809,12 @@ static al_status h5_open(const char *path, void **handle, al_bt_list *list, al_e
     if (H5Aiterate2(h->file, H5_INDEX_NAME, H5_ITER_INC, &idx, meta_cb, &mc) < 0)
         st = mc.st != AL_OK ? mc.st
                             : al_errorf(err, AL_ERR_FORMAT, "%s: cannot list root attributes: %s", path,
-                                        h5_detail(d, sizeof d));
+                                        al_h5_why(d, sizeof d));
 done:
     strv_free(fmt, nfmt);
     h5_close_id(fapl);
     if (st != AL_OK) { h5_reader_free(h); h = NULL; }
-    h5_leave();
+    al_h5_leave();
     *handle = h;
     return st;
 }
@@ -885,7 +852,7 @@ static al_status read_transposed(h5_reader *h, const al_bt_tensor *t, hid_t dset
         h5_close_id(mspace);
         if (rc < 0) {
             st = al_errorf(err, AL_ERR_IO, "%s: reading dataset '%s' (tensor '%s') failed: %s", h->path,
-                           t->locator, t->name, h5_detail(d, sizeof d));
+                           t->locator, t->name, al_h5_why(d, sizeof d));
             break;
         }
         /* tmp[ii][j] = stored[i0+ii][r0+j] = canonical[r0+j][i0+ii] */
@@ -912,11 +879,11 @@ static al_status h5_read_rows(void *handle, const al_bt_tensor *t, int64_t row0,
     hid_t dset = -1, ftype = -1, mtype = -1, fspace = -1, mspace = -1;
     al_status st = AL_OK;
     char d[160];
-    h5_enter();
+    al_h5_enter();
     if ((dset = H5Dopen2(h->file, t->locator, H5P_DEFAULT)) < 0 || (ftype = H5Dget_type(dset)) < 0 ||
         (mtype = h5_mem_type(ftype)) < 0 || (fspace = H5Dget_space(dset)) < 0) {
         st = al_errorf(err, AL_ERR_FORMAT, "%s: cannot open dataset '%s' (tensor '%s'): %s", h->path,
-                       t->locator, t->name, h5_detail(d, sizeof d));
+                       t->locator, t->name, al_h5_why(d, sizeof d));
         goto done;
     }
     if (H5Tget_size(mtype) * 8 != al_dtype_bits(t->dtype)) {
@@ -926,7 +893,7 @@ static al_status h5_read_rows(void *handle, const al_bt_tensor *t, int64_t row0,
     if (t->ndim == 0) {
         if (H5Dread(dset, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0)
             st = al_errorf(err, AL_ERR_IO, "%s: reading dataset '%s' (tensor '%s') failed: %s", h->path,
-                           t->locator, t->name, h5_detail(d, sizeof d));
+                           t->locator, t->name, al_h5_why(d, sizeof d));
     } else if (t->transpose) {
         st = read_transposed(h, t, dset, mtype, fspace, row0, nrows, dst, err);
     } else {
@@ -939,7 +906,7 @@ static al_status h5_read_rows(void *handle, const al_bt_tensor *t, int64_t row0,
             H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
             H5Dread(dset, mtype, mspace, fspace, H5P_DEFAULT, dst) < 0)
             st = al_errorf(err, AL_ERR_IO, "%s: reading dataset '%s' (tensor '%s') failed: %s", h->path,
-                           t->locator, t->name, h5_detail(d, sizeof d));
+                           t->locator, t->name, al_h5_why(d, sizeof d));
     }
 done:
     h5_close_id(mspace);
@@ -947,16 +914,16 @@ done:
     h5_close_id(mtype);
     h5_close_id(ftype);
     h5_close_id(dset);
-    h5_leave();
+    al_h5_leave();
     return st;
 }
 
 static void h5_close(void *handle)
 {
     if (!handle) return;
-    h5_enter();
+    al_h5_enter();
     h5_reader_free(handle);
-    h5_leave();
+    al_h5_leave();
 }
 
 const al_backend_ops al_hdf5_ops = {
@@ -1028,7 +995,7 @@ static al_status h5_create_dataset(h5_writer *w, hid_t grp, const h5_wt *t, int 
     }
     if ((dset = H5Dcreate2(grp, esc, ty, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)) < 0) {
         st = al_errorf(err, AL_ERR_IO, "%s: cannot create dataset for tensor '%s' (duplicate name?): %s",
-                       w->path, t->name, h5_detail(d, sizeof d));
+                       w->path, t->name, al_h5_why(d, sizeof d));
         goto done;
     }
     const char *nm = t->name, *dn = al_dtype_name(t->dtype);
@@ -1037,7 +1004,7 @@ static al_status h5_create_dataset(h5_writer *w, hid_t grp, const h5_wt *t, int 
     goto done;
 h5fail:
     st = al_errorf(err, AL_ERR_IO, "%s: cannot set up dataset for tensor '%s': %s", w->path, t->name,
-                   h5_detail(d, sizeof d));
+                   al_h5_why(d, sizeof d));
 done:
     h5_close_id(dset);
     h5_close_id(dcpl);
@@ -1111,17 +1078,17 @@ static al_status h5w_create(const char *path, const al_wt_tensor *t, size_t n, i
     }
     if (st != AL_OK) { al_free(names); h5_writer_free(w); return st; }
 
-    h5_enter();
+    al_h5_enter();
     /* 1.8-format objects: dense attribute storage lifts the 64 KiB limit on tensor_names,
      * and creation-order indexes need them anyway. */
     if ((fapl = H5Pcreate(H5P_FILE_ACCESS)) < 0 ||
         H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST) < 0 ||
         H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
-        st = al_errorf(err, AL_ERR_INTERNAL, "%s: HDF5 property setup failed: %s", path, h5_detail(d, sizeof d));
+        st = al_errorf(err, AL_ERR_INTERNAL, "%s: HDF5 property setup failed: %s", path, al_h5_why(d, sizeof d));
         goto done;
     }
     if ((w->file = H5Fcreate(path, H5F_ACC_EXCL, H5P_DEFAULT, fapl)) < 0) {
-        st = al_errorf(err, AL_ERR_IO, "%s: cannot create HDF5 file: %s", path, h5_detail(d, sizeof d));
+        st = al_errorf(err, AL_ERR_IO, "%s: cannot create HDF5 file: %s", path, al_h5_why(d, sizeof d));
         goto done;
     }
     const char *tag = H5_FORMAT_TAG;
@@ -1131,7 +1098,7 @@ static al_status h5w_create(const char *path, const al_wt_tensor *t, size_t n, i
     if ((gcpl = H5Pcreate(H5P_GROUP_CREATE)) < 0 ||
         H5Pset_link_creation_order(gcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED) < 0 ||
         (grp = H5Gcreate2(w->file, "tensors", H5P_DEFAULT, gcpl, H5P_DEFAULT)) < 0) {
-        st = al_errorf(err, AL_ERR_IO, "%s: cannot create group /tensors: %s", path, h5_detail(d, sizeof d));
+        st = al_errorf(err, AL_ERR_IO, "%s: cannot create group /tensors: %s", path, al_h5_why(d, sizeof d));
         goto done;
     }
     for (size_t i = 0; i < n && st == AL_OK; i++)
@@ -1141,7 +1108,7 @@ done:
     h5_close_id(gcpl);
     h5_close_id(fapl);
     if (st != AL_OK) { h5_writer_free(w); w = NULL; }
-    h5_leave();
+    al_h5_leave();
     al_free(names);
     *handle = w;
     return st;
@@ -1195,7 +1162,7 @@ static al_status write_elems(h5_writer *w, const h5_wt *t, int64_t a, int64_t b,
     return AL_OK;
 fail:
     return al_errorf(err, AL_ERR_IO, "%s: writing tensor '%s' (dataset '%s') failed (disk full?): %s",
-                     w->path, t->name, t->loc, h5_detail(d, sizeof d));
+                     w->path, t->name, t->loc, al_h5_why(d, sizeof d));
 }
 
 static void close_current(h5_writer *w)
@@ -1212,7 +1179,7 @@ static al_status h5w_write(void *handle, const void *data, uint64_t nbytes, al_e
     al_status st = AL_OK;
     char d[160];
     if (w->failed) return al_errorf(err, AL_ERR_USAGE, "%s: write after a failed write", w->path);
-    h5_enter();
+    al_h5_enter();
     while (nbytes > 0 && st == AL_OK) {
         while (w->cur < w->n && w->off == w->t[w->cur].nbytes) { close_current(w); w->cur++; w->off = 0; }
         if (w->cur >= w->n) {
@@ -1237,7 +1204,7 @@ static al_status h5w_write(void *handle, const void *data, uint64_t nbytes, al_e
                 h5_close_id(dapl);
                 h5_close_id(ft);
                 st = al_errorf(err, AL_ERR_IO, "%s: cannot open dataset '%s': %s", w->path, t->loc,
-                               h5_detail(d, sizeof d));
+                               al_h5_why(d, sizeof d));
                 break;
             }
             h5_close_id(dapl);
@@ -1250,7 +1217,7 @@ static al_status h5w_write(void *handle, const void *data, uint64_t nbytes, al_e
         if (w->off == t->nbytes) { close_current(w); w->cur++; w->off = 0; }
     }
     if (st != AL_OK) w->failed = true;
-    h5_leave();
+    al_h5_leave();
     return st;
 }
 
@@ -1259,7 +1226,7 @@ static al_status h5w_finish(void *handle, al_error *err)
     h5_writer *w = handle;
     al_status st = AL_OK;
     char d[160];
-    h5_enter();
+    al_h5_enter();
     while (w->cur < w->n && w->off == w->t[w->cur].nbytes) { close_current(w); w->cur++; w->off = 0; }
     if (w->failed) {
         st = al_errorf(err, AL_ERR_USAGE, "%s: finish after a failed write", w->path);
@@ -1274,7 +1241,7 @@ static al_status h5w_finish(void *handle, al_error *err)
         w->file = -1;
         if (rc < 0) {
             st = al_errorf(err, AL_ERR_IO, "%s: flushing HDF5 file failed (disk full?): %s", w->path,
-                           h5_detail(d, sizeof d));
+                           al_h5_why(d, sizeof d));
         } else {
             /* HDF5 never fsyncs; reopen the finished file to make it durable. */
             int fd = open(w->path, O_RDONLY);
@@ -1283,16 +1250,16 @@ static al_status h5w_finish(void *handle, al_error *err)
             if (fd >= 0) close(fd);
         }
     }
-    h5_leave();
+    al_h5_leave();
     return st;
 }
 
 static void h5w_close(void *handle)
 {
     if (!handle) return;
-    h5_enter();
+    al_h5_enter();
     h5_writer_free(handle);
-    h5_leave();
+    al_h5_leave();
 }
 
 const al_writer_ops al_hdf5_writer_ops = {

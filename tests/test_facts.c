@@ -77,7 +77,8 @@ static void test_edit_settings(void **state)
     assert_int_equal(e->n_hp, 3);
     assert_string_equal(e->hp_names[0], "v_num_grad_steps");
     assert_true(e->hp_values[0] == 20 && e->hp_values[2] == 0);
-    assert_string_equal(e->stats, "stats/gpt2-xl.npz");
+    assert_int_equal(e->n_stats, 1);
+    assert_string_equal(e->stats[0], "stats/gpt2-xl.npz");
     assert_int_equal(e->n_templates, 2);
     assert_int_equal(e->seed, 42);
     assert_string_equal(e->output, "out/edited");
