@@ -5,6 +5,7 @@
 #   make asan       the same suite built with AddressSanitizer + UBSan, in build-asan/
 #   make demo       a real job on the example checkpoints in examples/
 #   make bench      benchmarks (not part of test); figures go to bench/RESULTS.md by hand
+#   make fuzz       libFuzzer targets (clang), each run FUZZ_TIME seconds; see tests/fuzz/
 #   make install PREFIX=/usr/local
 #
 # Sources are discovered by folder, so adding a module needs no edit here.
@@ -51,11 +52,14 @@ CMD_OBJS  := $(CMD_SRCS:%.c=$(BUILD)/%.o)
 TUTIL_OBJS:= $(TUTIL_SRCS:%.c=$(BUILD)/%.o)
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 BENCH_BINS:= $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+REPLAY_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz-replay/%)
 
 LIB := $(BUILD)/liballoy.a
 BIN := $(BUILD)/alloy
 
-.PHONY: all test unit e2e asan demo bench bench-tools install clean
+.PHONY: all test unit e2e asan fuzz fuzz-bins demo bench bench-tools install clean
 all: $(BIN)
 
 $(LIB): $(LIB_OBJS)
@@ -84,16 +88,36 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 
 bench-tools: $(BENCH_BINS)
 
+# Fuzz targets: with libFuzzer (make fuzz), and as plain replayers of the seeds and of
+# past crashes (tests/fuzz/regressions/), which e2e runs.
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $< $(LIB) $(LDLIBS)
+
+$(BUILD)/fuzz-replay/%: tests/fuzz/%.c tests/fuzz/replay_main.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< tests/fuzz/replay_main.c $(LIB) $(LDLIBS)
+
+fuzz-bins: $(FUZZ_BINS)
+
+FUZZ_TIME ?= 60
+fuzz:
+	$(MAKE) CC=clang BUILD=build-fuzz NO_OMP=1 OPT="-O1 -fno-omit-frame-pointer" \
+	  CFLAGS_EXTRA="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all" \
+	  LDFLAGS_EXTRA="-fsanitize=address,undefined" fuzz-bins
+	sh tests/fuzz/run.sh build-fuzz/fuzz $(FUZZ_TIME) $(FUZZ_TARGETS)
+
 # Unit tests run from the repository root so fixtures resolve as tests/fixtures/...
 unit: $(TEST_BINS)
 	@fail=0; for t in $(TEST_BINS); do echo "== $$t"; ./$$t || fail=1; done; \
 	if [ $$fail -ne 0 ]; then echo "unit tests: FAILED"; exit 1; fi
 
-e2e: $(BIN) $(BENCH_BINS)
-	@ALLOY=$(abspath $(BIN)) GEN=$(abspath $(BUILD)/bench/gen_llama) sh tests/e2e/run.sh
+e2e: $(BIN) $(BENCH_BINS) $(REPLAY_BINS)
+	@ALLOY=$(abspath $(BIN)) GEN=$(abspath $(BUILD)/bench/gen_llama) REPLAY=$(abspath $(BUILD)/fuzz-replay) \
+	  sh tests/e2e/run.sh
 
 # unit first, then e2e (sequential so the logs read in order; builds still use -j)
-test: $(TEST_BINS) $(BIN) $(BENCH_BINS)
+test: $(TEST_BINS) $(BIN) $(BENCH_BINS) $(REPLAY_BINS)
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory e2e
 
@@ -124,6 +148,6 @@ install: $(BIN)
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/alloy.pc
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(LIB_OBJS:.o=.d) $(CMD_OBJS:.o=.d) $(TUTIL_OBJS:.o=.d) $(TEST_BINS:=.d)

@@ -133,4 +133,9 @@ if [ "$what" = edit ]; then
     echo "-- alloy edit (ROME, default hyperparameters for GPT-2: 20 steps, 21 sampled context templates), 2 threads"
     $PM $ALLOY edit "$D/edit.yaml" --stats "$D/st8.h5" -o "$D/edited"
     rm -rf "$D/edited"
+    # MEMIT: the same edit as a batch of one over layers 7-8 (statistics of layer 7 too)
+    OMP_NUM_THREADS=2 $ALLOY stats "$D/gpt2m" --layer 7 --corpus examples/eval/mom2_corpus.txt --tokens 8000 -o "$D/st7.h5" >/dev/null 2>&1
+    echo "-- alloy edit --method memit --layers 7,8 (default hyperparameters for GPT-2: 20 steps, 6 templates), 2 threads"
+    $PM $ALLOY edit "$D/edit.yaml" --method memit --layers 7,8 --stats "$D/st{}.h5" -o "$D/edited"
+    rm -rf "$D/edited"
 fi

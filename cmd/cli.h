@@ -43,8 +43,14 @@ typedef struct {
     const char *model, *out, *method, *stats;
     const int *layers;
     size_t n_layers;
-    bool eval, json, force, no_factors;
+    bool eval, json, force, no_factors, quiet;
+    const char *model_label;    /* how edits.json / edits.h5 name the model (NULL: its path) */
+    const char *const *carry;   /* NULL-terminated names of files in the model directory
+                                   to copy into OUT as well (a merge's model card) */
 } cli_edit_opts;
 int cmd_edit_facts(al_facts *facts, const cli_edit_opts *o);
+/* The checks that need no model (method, subjects, layer order, statistics files that
+ * exist), for an edit stage to fail before its merge runs. */
+al_status cmd_edit_precheck(const al_facts *facts, const cli_edit_opts *o, al_error *err);
 
 #endif

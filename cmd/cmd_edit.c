@@ -1,5 +1,6 @@
 /* cmd/cmd_edit.c: `alloy edit FACTS.yaml -o OUT`: ROME / r-ROME / MEMIT fact edits, and
  * `alloy edit --undo EDITED -o OUT`. */
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -7,8 +8,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../core/alloc.h"
+#include "../core/file.h"
 #include "../edit/eval.h"
 #include "../edit/facts.h"
 #include "../edit/factors.h"
@@ -187,8 +190,9 @@ static void note_tensor(al_rome_tensor *list, size_t *n, const al_rome_tensor *t
 
 /* Write OUT: every tensor of the model as it was, the edited ones rounded once to
  * their dtype, the HF side files, edits.json and (unless NULL) the factors. */
-static al_status write_output(const char *model_path, const char *out, bool force, const al_rome_tensor *edited,
-                              size_t n_edited, json_t *report, const al_update *ups, size_t n_ups, al_error *err)
+static al_status write_output(const char *model_path, const char *label, const char *out, bool force,
+                              const al_rome_tensor *edited, size_t n_edited, json_t *report, const al_update *ups,
+                              size_t n_ups, const char *const *carry, al_error *err)
 {
     al_ckpt *in = NULL;
     al_writer *w = NULL;
@@ -210,7 +214,20 @@ static al_status write_output(const char *model_path, const char *out, bool forc
     }
     if (ups) {
         snprintf(p, sizeof p, "%s/" AL_FACTORS_FILE, al_writer_tmpdir(w));
-        if ((s = al_factors_save(p, model_path, ups, n_ups, err)) != AL_OK) goto done;
+        if ((s = al_factors_save(p, label ? label : model_path, ups, n_ups, err)) != AL_OK) goto done;
+    }
+    for (size_t i = 0; carry && carry[i]; i++) {
+        char src[4200], *buf = NULL;
+        size_t len = 0;
+        snprintf(src, sizeof src, "%s/%s", model_path, carry[i]);
+        snprintf(p, sizeof p, "%s/%s", al_writer_tmpdir(w), carry[i]);
+        if (access(src, F_OK) != 0) continue;
+        if ((s = al_read_file(src, (size_t)1 << 30, "file", &buf, &len, err)) != AL_OK) goto done;
+        FILE *f = fopen(p, "wb");
+        bool ok = f && fwrite(buf, 1, len, f) == len;
+        if (f && fclose(f) != 0) ok = false;
+        al_free(buf);
+        if (!ok) { s = al_errorf(err, AL_ERR_IO, "%s: cannot write", p); goto done; }
     }
     s = al_writer_commit(w, err);
 done:
@@ -258,7 +275,7 @@ static int run_undo(const char *edited, const char *out, bool force)
         }
         al_update_apply(bufs[t], u, -1);
     }
-    if (write_output(edited, out, force, ts, n_t, NULL, NULL, 0, &err) != AL_OK) goto fail;
+    if (write_output(edited, NULL, out, force, ts, n_t, NULL, NULL, 0, NULL, &err) != AL_OK) goto fail;
     fprintf(stderr, "edit: undid %zu update(s) in %zu tensor(s); wrote %s\n", n, n_t, out);
     goto done;
 fail:
@@ -270,6 +287,40 @@ done:
     al_ckpt_close(c);
     al_factors_free(ups, n);
     return rc;
+}
+
+al_status cmd_edit_precheck(const al_facts *facts, const cli_edit_opts *o, al_error *err)
+{
+    const char *fp = facts->filename;
+    const al_edit_settings *es = &facts->settings;
+    const char *method = o->method ? o->method : es->method ? es->method : "rome";
+    bool memit = !strcmp(method, "memit");
+    if (strcmp(method, "rome") && strcmp(method, "r-rome") && !memit)
+        return al_errorf(err, AL_ERR_UNSUPPORTED, "%s: unknown method '%s' (rome, r-rome, memit)", fp, method);
+    /* every request must name its subject: the edit acts on the key at its last token */
+    for (size_t i = 0; i < facts->n; i++)
+        if (!facts->items[i].subject)
+            return al_errorf(err, AL_ERR_RECIPE, "%s:%d:%d: an edit needs a subject", fp, facts->items[i].line,
+                             facts->items[i].col);
+    const int *layers = o->n_layers ? o->layers : es->layers;
+    size_t n_layers = o->n_layers ? o->n_layers : es->n_layers;
+    if (n_layers > 1 && !memit)
+        return al_errorf(err, AL_ERR_UNSUPPORTED, "%s: several layers are MEMIT's (method: memit); %s edits one layer", fp,
+                         method);
+    if (n_layers > AL_MEMIT_MAX_LAYERS)
+        return al_errorf(err, AL_ERR_RECIPE, "%s: %zu layers (at most %d)", fp, n_layers, AL_MEMIT_MAX_LAYERS);
+    for (size_t i = 1; i < n_layers; i++)
+        if (layers[i] <= layers[i - 1])
+            return al_errorf(err, AL_ERR_RECIPE, "%s: MEMIT layers must be ascending and distinct (%d after %d)", fp,
+                             layers[i], layers[i - 1]);
+    /* statistics files that are named outright must exist */
+    size_t n_stats = o->stats ? 1 : es->n_stats;
+    for (size_t i = 0; i < n_stats; i++) {
+        const char *f = o->stats ? o->stats : es->stats[i];
+        if (strcmp(f, "none") && !strstr(f, "{}") && access(f, R_OK) != 0)
+            return al_errorf(err, AL_ERR_IO, "%s: statistics file %s: %s", fp, f, strerror(errno));
+    }
+    return AL_OK;
 }
 
 int cmd_edit_facts(al_facts *facts, const cli_edit_opts *o)
@@ -302,17 +353,7 @@ int cmd_edit_facts(al_facts *facts, const cli_edit_opts *o)
     if (!model_path) return cli_usage("edit", "no model: give --model DIR or model: in %s", facts_path);
     if (!out) return cli_usage("edit", "no output: give -o OUT or output: in %s", facts_path);
     bool memit = !strcmp(method, "memit");
-    if (strcmp(method, "rome") && strcmp(method, "r-rome") && !memit) {
-        al_errorf(&err, AL_ERR_UNSUPPORTED, "%s: unknown method '%s' (rome, r-rome, memit)", facts_path, method);
-        goto fail;
-    }
-    /* every request must name its subject: the edit acts on the key at its last token */
-    for (size_t i = 0; i < facts->n; i++)
-        if (!facts->items[i].subject) {
-            al_errorf(&err, AL_ERR_RECIPE, "%s:%d:%d: an edit needs a subject", facts_path, facts->items[i].line,
-                      facts->items[i].col);
-            goto fail;
-        }
+    if (cmd_edit_precheck(facts, o, &err) != AL_OK) goto fail;
     /* refuse the output before any work: exists, or is the model */
     struct stat sb;
     if (!o->force && stat(out, &sb) == 0) { al_errorf(&err, AL_ERR_USAGE, "%s already exists (use --force to replace it)", out); goto fail; }
@@ -326,8 +367,6 @@ int cmd_edit_facts(al_facts *facts, const cli_edit_opts *o)
     al_rome_params *hp = memit ? &mp.z : &p;
     const int *layers = o->n_layers ? o->layers : es->layers;
     size_t n_layers = o->n_layers ? o->n_layers : es->n_layers;
-    if (n_layers > 1 && !memit) { al_errorf(&err, AL_ERR_UNSUPPORTED, "%s: several layers are MEMIT's (method: memit); %s edits one layer", facts_path, method); goto fail; }
-    if (n_layers > AL_MEMIT_MAX_LAYERS) { al_errorf(&err, AL_ERR_RECIPE, "%s: %zu layers (at most %d)", facts_path, n_layers, AL_MEMIT_MAX_LAYERS); goto fail; }
     if (n_layers) {
         if (memit) {
             mp.n_layers = (int)n_layers;
@@ -432,10 +471,10 @@ int cmd_edit_facts(al_facts *facts, const cli_edit_opts *o)
             double *adj = mres.adj + (size_t)i * mres.n * mres.M, *R = mres.resid + (size_t)i * mres.n * mres.C;
             u->left = conv1d ? adj : R;
             u->right = conv1d ? R : adj;
-            if (!o->json)
+            if (!o->json && !o->quiet)
                 fprintf(stderr, "memit: layer %d: residual %.4g, update of rank %d\n", u->layer, mres.resid_norm[i], mres.n);
         }
-        if (!o->json)
+        if (!o->json && !o->quiet)
             fprintf(stderr, "memit: %zu edits over layers %d..%d in %.2f s\n", facts->n, mres.layers[0],
                     mres.layers[mres.n_layers - 1], (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9);
     }
@@ -466,7 +505,7 @@ int cmd_edit_facts(al_facts *facts, const cli_edit_opts *o)
             u->rank = 1;
             u->left = conv1d ? res[i].u : res[i].v_right;
             u->right = conv1d ? res[i].v_right : res[i].u;
-            if (!o->json)
+            if (!o->json && !o->quiet)
                 fprintf(stderr, "edit %zu/%zu: %s ->%s: layer %d, %d steps, loss %.4g -> %.4g, %.2f s\n", i + 1, facts->n,
                         f->prompt, f->target_new, p.layer, res[i].steps, res[i].steps ? res[i].loss[0] : NAN,
                         res[i].steps ? res[i].loss[res[i].steps - 1] : NAN,
@@ -486,7 +525,7 @@ int cmd_edit_facts(al_facts *facts, const cli_edit_opts *o)
     /* the report */
     report = json_object();
     json_t *items = json_array(), *lj = json_array();
-    json_object_set_new(report, "model", json_string(model_path));
+    json_object_set_new(report, "model", json_string(o->model_label ? o->model_label : model_path));
     json_object_set_new(report, "method", json_string(method));
     for (int i = 0; i < nl; i++) json_array_append_new(lj, json_integer(lay[i]));
     json_object_set_new(report, memit ? "layers" : "layer", memit ? lj : json_integer(p.layer));
@@ -532,7 +571,8 @@ int cmd_edit_facts(al_facts *facts, const cli_edit_opts *o)
     }
     json_object_set_new(report, "edits", items);
 
-    if (write_output(model_path, out, o->force, edited, n_edited, report, o->no_factors ? NULL : ups, n_ups, &err) != AL_OK)
+    if (write_output(model_path, o->model_label, out, o->force, edited, n_edited, report, o->no_factors ? NULL : ups, n_ups, o->carry,
+                     &err) != AL_OK)
         goto fail;
 
     if (o->json) {
@@ -560,7 +600,7 @@ int cmd_edit_facts(al_facts *facts, const cli_edit_opts *o)
             printf("%-48s %4.0f->%-4.0f %4.0f->%-4.0f %4.0f->%-4.0f %6.0f\n", "mean", 100 * s[0] / n,
                    100 * s[1] / n, 100 * s[2] / n, 100 * s[3] / n, 100 * s[4] / n, 100 * s[5] / n, 100 * s[6] / n);
     }
-    fprintf(stderr, "edit: wrote %s\n", out);
+    if (!o->quiet) fprintf(stderr, "edit: wrote %s\n", out);
     goto done;
 fail:
     rc = cli_report(&err);

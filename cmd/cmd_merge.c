@@ -6,11 +6,13 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #include "../core/alloc.h"
+#include "../io/checkpoint.h"
 #include "../merge/pipeline.h"
 #include "../recipes/recipe.h"
 #include "cli.h"
@@ -155,6 +157,21 @@ static void print_models(const al_recipe *r)
     for (size_t m = 0; m < n; m++) printf("%s\t%lld\n", seen[m], (long long)top[m]);
 }
 
+/* Reserve a hidden directory beside path (".NAME.alloy-merge-XXXXXX") and remove it
+ * again, leaving its unique name in buf for the merge to create. */
+static bool sibling_tmp(const char *path, char *buf, size_t n)
+{
+    size_t len = strlen(path);
+    while (len > 1 && path[len - 1] == '/') len--;          /* "OUT/" names OUT */
+    size_t dl = len;
+    while (dl > 0 && path[dl - 1] != '/') dl--;
+    if (snprintf(buf, n, "%.*s.%.*s.alloy-merge-XXXXXX", (int)dl, path, (int)(len - dl), path + dl) >= (int)n)
+        return false;
+    if (!mkdtemp(buf)) return false;
+    rmdir(buf);
+    return true;
+}
+
 int cmd_merge(int argc, char **argv)
 {
     const char *recipe_path = NULL, *out = NULL;
@@ -206,6 +223,9 @@ int cmd_merge(int argc, char **argv)
     al_error err = {0};
     al_recipe *r = NULL;
     al_strvec errors = {0}, warnings = {0};
+    al_facts *stage = NULL;
+    char tmp_merge[4200];
+    bool force_out = o.force;
     int rc = 0;
     size_t len = 0;
     char *text = read_text(recipe_path, &len, &err);
@@ -221,13 +241,24 @@ int cmd_merge(int argc, char **argv)
         goto done;
     }
     print_warnings(&r->warnings);
+    /* an `edits:` stage is read now, so that its errors come before any tensor */
+    if (r->docs[r->n_docs - 1].has_edits) {
+        cli_edit_opts eo = {0};
+        if (al_facts_parse_stage(text, len, recipe_path, &stage, &err) != AL_OK ||
+            cmd_edit_precheck(stage, &eo, &err) != AL_OK) {
+            rc = cli_report(&err);
+            goto done;
+        }
+    }
     if (list_models) {
         print_models(r);
         goto done;
     }
     if (check) {
-        printf("%s: ok (%zu document%s, %zu warning%s)\n", recipe_path, r->n_docs, r->n_docs == 1 ? "" : "s",
+        printf("%s: ok (%zu document%s, %zu warning%s", recipe_path, r->n_docs, r->n_docs == 1 ? "" : "s",
                r->warnings.n, r->warnings.n == 1 ? "" : "s");
+        if (stage) printf(", then %zu edit%s", stage->n, stage->n == 1 ? "" : "s");
+        printf(")\n");
         goto done;
     }
     o.recipe_text = text;
@@ -240,6 +271,9 @@ int cmd_merge(int argc, char **argv)
             print_plan(j, d, r->n_docs);
             al_merge_job_free(j);
         }
+        if (stage)
+            printf("then: %zu fact edit%s (%s) on the merged model\n", stage->n, stage->n == 1 ? "" : "s",
+                   stage->settings.method ? stage->settings.method : "rome");
         print_warnings(&warnings);
         goto done;
     }
@@ -247,14 +281,42 @@ int cmd_merge(int argc, char **argv)
     o.lines_alpha_out = &lines_alpha;
     progress_state ps = {isatty(2), time(NULL), time(NULL)};
     if (!quiet) { o.progress = on_progress; o.progress_ud = &ps; }
-    if (al_merge_run(r, out, &o, &err) != AL_OK) rc = cli_report(&err);
-    print_warnings(&warnings);
+    if (!stage) {
+        if (al_merge_run(r, out, &o, &err) != AL_OK) rc = cli_report(&err);
+        print_warnings(&warnings);
+    } else {
+        /* merge into a hidden sibling, edit it into OUT (atomic), drop the sibling */
+        struct stat sb;
+        if (!o.force && stat(out, &sb) == 0) {
+            al_errorf(&err, AL_ERR_USAGE, "%s already exists (use --force to replace it)", out);
+            rc = cli_report(&err);
+            goto done;
+        }
+        if (!sibling_tmp(out, tmp_merge, sizeof tmp_merge)) {
+            al_errorf(&err, AL_ERR_IO, "%s: cannot create a temporary directory beside it: %s", out, strerror(errno));
+            rc = cli_report(&err);
+            goto done;
+        }
+        o.force = true;    /* the reserved temporary name */
+        if (al_merge_run(r, tmp_merge, &o, &err) != AL_OK) rc = cli_report(&err);
+        print_warnings(&warnings);
+        if (rc == 0) {
+            static const char *const carry[] = {"README.md", "alloy_recipe.yaml", NULL};
+            char label[4200];
+            snprintf(label, sizeof label, "merge of %s", recipe_path);
+            cli_edit_opts eo = {.model = tmp_merge, .out = out, .force = force_out, .quiet = quiet, .model_label = label,
+                                .carry = carry};
+            rc = cmd_edit_facts(stage, &eo);
+        }
+        al_remove_tree(tmp_merge);
+    }
     if (rc == 0 && !isnan(lines_alpha)) fprintf(stderr, "merge: LiNeS alpha (auto) = %.6g\n", lines_alpha);
     if (rc == 0 && !quiet) fprintf(stderr, "merge: wrote %s\n", out);
 done:
     al_strvec_free(&errors);
     al_strvec_free(&warnings);
     al_recipe_free(r);
+    al_facts_free(stage);
     free(text);
     return rc;
 }

@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "../core/alloc.h"
-#include "../io/h5util.h"
+#include "../io/h5_internal.h"
 
 #define FACTORS_FORMAT "alloy-edit-factors-1"
 #define FACTORS_MAX 100000              /* updates per file */

@@ -275,18 +275,15 @@ void al_facts_free(al_facts *f)
     al_free(f);
 }
 
-al_status al_facts_parse(const char *text, size_t len, const char *filename, al_facts **out, al_error *err)
+/* Facts from a parsed node: a mapping with settings and a facts:/edits: list, or a list. */
+static al_status facts_from_node(const ynode *root, const char *filename, al_facts **out, al_error *err)
 {
-    ytree tree = {0};
     fctx c = {filename, err, AL_OK};
     *out = NULL;
-    al_status s = ytree_parse(text, len, filename, 4 * (size_t)AL_FACTS_MAX, 32, &tree, err);
-    if (s != AL_OK) return s;
     al_facts *f = al_calloc(1, sizeof *f);
-    if (!f || !(f->filename = al_strdup(filename))) { al_free(f); ytree_free(&tree); return al_errorf(err, AL_ERR_NOMEM, "out of memory"); }
+    if (!f || !(f->filename = al_strdup(filename))) { al_free(f); return al_errorf(err, AL_ERR_NOMEM, "out of memory"); }
     f->settings.seed = -1;
-    const ynode *root = tree.n_docs ? tree.docs[0] : NULL, *list = root;
-    if (tree.n_docs > 1) { fail(&c, tree.docs[1], AL_ERR_RECIPE, "a facts file has one YAML document"); goto done; }
+    const ynode *list = root;
     if (root && root->kind == YN_MAP) {
         if (!parse_settings(&c, root, &f->settings)) goto done;
         list = map_get(root, "facts");
@@ -302,10 +299,43 @@ al_status al_facts_parse(const char *text, size_t len, const char *filename, al_
         if (!parse_item(&c, list->kids[i], &f->items[i])) goto done;
     }
 done:
-    ytree_free(&tree);
     if (c.st != AL_OK) { al_facts_free(f); return c.st; }
     *out = f;
     return AL_OK;
+}
+
+al_status al_facts_parse(const char *text, size_t len, const char *filename, al_facts **out, al_error *err)
+{
+    ytree tree = {0};
+    *out = NULL;
+    al_status s = ytree_parse(text, len, filename, 4 * (size_t)AL_FACTS_MAX, 32, &tree, err);
+    if (s != AL_OK) return s;
+    if (tree.n_docs > 1) {
+        fctx c = {filename, err, AL_OK};
+        fail(&c, tree.docs[1], AL_ERR_RECIPE, "a facts file has one YAML document");
+        ytree_free(&tree);
+        return c.st;
+    }
+    s = facts_from_node(tree.n_docs ? tree.docs[0] : NULL, filename, out, err);
+    ytree_free(&tree);
+    return s;
+}
+
+al_status al_facts_parse_stage(const char *text, size_t len, const char *filename, al_facts **out, al_error *err)
+{
+    ytree tree = {0};
+    *out = NULL;
+    al_status s = ytree_parse(text, len, filename, 4 * (size_t)AL_FACTS_MAX, 32, &tree, err);
+    if (s != AL_OK) return s;
+    const ynode *last = NULL;
+    for (size_t i = 0; i < tree.n_docs; i++)
+        if (!yn_is_null(tree.docs[i])) last = tree.docs[i];
+    const ynode *e = last && last->kind == YN_MAP ? map_get(last, "edits") : NULL;
+    if (!e) s = AL_OK;
+    else if (e->kind == YN_SCALAR) s = al_facts_load(e->str, out, err);
+    else s = facts_from_node(e, filename, out, err);
+    ytree_free(&tree);
+    return s;
 }
 
 al_status al_facts_load(const char *path, al_facts **out, al_error *err)

@@ -76,4 +76,10 @@ al_status al_facts_load(const char *path, al_facts **out, al_error *err);
 al_status al_facts_parse(const char *text, size_t len, const char *filename, al_facts **out, al_error *err);
 void al_facts_free(al_facts *f);
 
+/* The `edits:` stage of a merge recipe (text of the whole recipe): in its last document,
+ * `edits: FILE` loads that facts file, `edits: {settings..., edits: [...]}` or
+ * `edits: [...]` is read in place (errors name the recipe's line). *out is NULL when
+ * the recipe has no stage. */
+al_status al_facts_parse_stage(const char *text, size_t len, const char *filename, al_facts **out, al_error *err);
+
 #endif

@@ -23,7 +23,7 @@
  * one mutex, as io/hdf5.c does (that file's lock is private to it, so stats I/O and
  * checkpoint HDF5 I/O must not run from two threads at once). */
 #include "stats_internal.h"
-#include "../io/h5util.h"
+#include "../io/h5_internal.h"
 
 #include <errno.h>
 #include <limits.h>

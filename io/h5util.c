@@ -1,5 +1,5 @@
-/* io/h5util.c: shared HDF5 helpers (see h5util.h). */
-#include "h5util.h"
+/* io/h5util.c: shared HDF5 helpers (see h5_internal.h). */
+#include "h5_internal.h"
 
 #include <pthread.h>
 #include <stdio.h>

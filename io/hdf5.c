@@ -53,7 +53,7 @@
 #include <hdf5.h>
 
 #include "../core/alloc.h"
-#include "h5util.h"
+#include "h5_internal.h"
 
 #define H5_FORMAT_TAG "alloy-hdf5-1"
 #define H5_CHUNK_TARGET (1u << 20)          /* bytes per chunk when compressing */

@@ -828,7 +828,7 @@ static void no_method(pctx *c, const ynode *root)
 
 static const char *const doc_keys[] = {
     "merge_method", "models", "slices", "modules", "base_model", "parameters", "dtype",
-    "out_dtype", "tokenizer_source", "tokenizer", "chat_template", "name", "lines", NULL
+    "out_dtype", "tokenizer_source", "tokenizer", "chat_template", "name", "lines", "edits", NULL
 };
 
 static bool build_doc(pctx *c, const ynode *root, al_recipe_doc *d)
@@ -899,6 +899,16 @@ static bool build_doc(pctx *c, const ynode *root, al_recipe_doc *d)
             d->name = dup_or_oom(c, v->str);
         } else if (strcmp(key, "lines") == 0) {
             ok = set_lines(c, v, d) && ok;
+        } else if (strcmp(key, "edits") == 0) {
+            /* the facts themselves are read by the edit stage; here only the shape */
+            d->has_edits = true;
+            d->edits_pos = pos_of(v);
+            if (yn_is_str(v)) d->edits_file = dup_or_oom(c, v->str);
+            else if (v->kind != YN_MAP && v->kind != YN_SEQ) {
+                perr(c, pos_of(v), "edits must be a facts file path, a facts mapping (method, "
+                     "layer, stats, edits: [...]) or a list of edits");
+                ok = false;
+            }
         }
     }
     if (d->tokenizer_source && d->tokenizer) {
@@ -1318,6 +1328,7 @@ static void doc_clear(al_recipe_doc *d)
         al_free(d->tokenizer);
     }
     al_free(d->chat_template);
+    al_free(d->edits_file);
 }
 
 void al_recipe_free(al_recipe *r)
@@ -1375,6 +1386,15 @@ al_status al_recipe_parse_string(const char *text, size_t len, const char *filen
         ok = built && ok;
         if (c.oom) break;
         if (d->method) ok = validate_doc(&c, d) && ok;
+        if (d->has_edits && i + 1 < tree.n_docs) {
+            bool later = false;
+            for (size_t k = i + 1; k < tree.n_docs; k++) later = later || !yn_is_null(tree.docs[k]);
+            if (later) {
+                perr(&c, d->edits_pos, "edits: belongs to the last document (the final output); "
+                     "this one is followed by another");
+                ok = false;
+            }
+        }
     }
     if (!c.oom) link_docs(&c, r);
     if (c.oom) {

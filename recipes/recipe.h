@@ -251,6 +251,11 @@ typedef struct {
     bool has_lines;
     bool lines_alpha_auto;       /* alpha: auto (LiNeS multi-task rule, needs a first pass) */
     double lines_alpha, lines_beta;
+    /* alloy extension: `edits:` after the merge (last document only): a facts file path
+     * (edits_file) or an inline facts mapping / list, read by the edit stage */
+    bool has_edits;
+    char *edits_file;            /* NULL when inline */
+    al_pos edits_pos;
     al_pos pos, method_pos, name_pos, dtype_pos, out_dtype_pos,
            tokenizer_source_pos, chat_template_pos, lines_pos;
 } al_recipe_doc;

@@ -1,8 +1,8 @@
-/* io/h5util.h: the few HDF5 helpers every HDF5 user in alloy shares (checkpoints,
+/* io/h5_internal.h: the few HDF5 helpers every HDF5 user in alloy shares (checkpoints,
  * statistics caches, edit factors). The HDF5 library (serial build) is one global
  * object, so all of alloy takes one lock around any HDF5 call. Internal. */
-#ifndef AL_H5UTIL_H
-#define AL_H5UTIL_H
+#ifndef AL_H5_INTERNAL_H
+#define AL_H5_INTERNAL_H
 
 #include <hdf5.h>
 #include <stdbool.h>
