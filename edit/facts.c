@@ -127,6 +127,21 @@ static bool known_key(const char *k, const char *const *keys)
     return false;
 }
 
+/* A mapping must not repeat a key: the second value would silently win (and, found by
+ * fuzzing, overran arrays sized by the first). */
+static bool no_dup_keys(fctx *c, const ynode *m)
+{
+    if (m->n > 2 * 64)     /* no valid mapping here has that many keys; keeps this O(1) */
+        return fail(c, m, AL_ERR_RECIPE, "a mapping with %zu keys: unknown or repeated keys", m->n / 2);
+    for (size_t i = 2; i + 1 < m->n; i += 2)
+        for (size_t j = 0; j < i; j += 2) {
+            const ynode *a = m->kids[i], *b = m->kids[j];
+            if (a->kind == YN_SCALAR && b->kind == YN_SCALAR && !strcmp(a->str, b->str))
+                return fail(c, a, AL_ERR_RECIPE, "duplicate key '%s' (first at line %d)", a->str, b->line);
+        }
+    return true;
+}
+
 static bool parse_item(fctx *c, const ynode *n, al_fact *f)
 {
     static const char *const keys[] = {
@@ -137,6 +152,7 @@ static bool parse_item(fctx *c, const ynode *n, al_fact *f)
     f->line = n->line;
     f->col = n->col;
     if (n->kind != YN_MAP) return fail(c, n, AL_ERR_RECIPE, "a fact must be a mapping (prompt:, subject:, target_new:, ...)");
+    if (!no_dup_keys(c, n)) return false;
     const ynode *rw = map_get(n, "requested_rewrite");    /* CounterFact: dataset fields beside it are fine */
     for (size_t i = 0; i + 1 < n->n && !rw; i += 2)
         if (n->kids[i]->kind == YN_SCALAR && !known_key(n->kids[i]->str, keys))
@@ -206,6 +222,7 @@ static bool parse_settings(fctx *c, const ynode *root, al_edit_settings *e)
     e->seed = -1;
     e->line = root->line;
     e->col = root->col;
+    if (!no_dup_keys(c, root)) return false;
     for (size_t i = 0; i + 1 < root->n; i += 2) {
         const ynode *k = root->kids[i], *v = root->kids[i + 1];
         if (k->kind != YN_SCALAR || !known_key(k->str, keys))
@@ -219,6 +236,8 @@ static bool parse_settings(fctx *c, const ynode *root, al_edit_settings *e)
             if (e->method && strcmp(e->method, "rome") && strcmp(e->method, "r-rome") && strcmp(e->method, "memit"))
                 return fail(c, v, AL_ERR_RECIPE, "unknown method '%s' (rome, r-rome or memit)", e->method);
         } else if (!strcmp(n, "layer") || !strcmp(n, "layers")) {
+            /* found by fuzzing: both keys once overran the first one's array */
+            if (e->layers) return fail(c, k, AL_ERR_RECIPE, "give either layer or layers, once");
             size_t cnt = v->kind == YN_SEQ ? v->n : 1;
             if (!cnt) return fail(c, v, AL_ERR_RECIPE, "%s is empty", n);
             if (!(e->layers = al_calloc(cnt, sizeof *e->layers))) return fail(c, v, AL_ERR_NOMEM, "out of memory");

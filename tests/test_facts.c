@@ -130,8 +130,27 @@ static void test_bad(void **state)
     parse("model: x\n", AL_ERR_RECIPE, "no 'facts:' or 'edits:' list");
     parse("facts:\n  - prompt: [a\n", AL_ERR_FORMAT, "f.yaml:3:1");
     parse("- prompt: A\n  target: [x]\n", AL_ERR_RECIPE, "f.yaml:2:11: target_new must be a string");
+    /* found by fuzzing: layer and layers together overran the first one's array */
+    parse("layer: 2\nlayers: [1, 2, 3]\nedits:\n  - {prompt: A is, target: b}\n", AL_ERR_RECIPE,
+          "f.yaml:2:1: give either layer or layers, once");
+    parse("model: a\nmodel: b\nedits:\n  - {prompt: A is, target: b}\n", AL_ERR_RECIPE,
+          "f.yaml:2:1: duplicate key 'model' (first at line 1)");
+    parse("edits:\n  - {prompt: A is, target: b, prompt: C is}\n", AL_ERR_RECIPE, "duplicate key 'prompt'");
     al_facts *f = NULL;
     al_error err = {0};
+    /* the edits: stage of a merge recipe: inline, absent */
+    const char *rec = "merge_method: linear\nmodels: []\n---\nmerge_method: linear\nedits:\n  method: memit\n"
+                      "  layers: [1, 2]\n  edits:\n    - {prompt: \"{} is\", subject: A, target_new: b}\n";
+    assert_int_equal(al_facts_parse_stage(rec, strlen(rec), "r.yaml", &f, &err), AL_OK);
+    assert_non_null(f);
+    assert_int_equal(f->n, 1);
+    assert_string_equal(f->settings.method, "memit");
+    assert_int_equal(f->settings.n_layers, 2);
+    assert_int_equal(f->items[0].line, 9);
+    al_facts_free(f);
+    f = NULL;
+    assert_int_equal(al_facts_parse_stage("merge_method: linear\n", 21, "r.yaml", &f, &err), AL_OK);
+    assert_null(f);
     assert_int_equal(al_facts_load("/nonexistent/facts.yaml", &f, &err), AL_ERR_IO);
     assert_non_null(strstr(err.msg, "/nonexistent/facts.yaml"));
 }

@@ -5,14 +5,19 @@
 # tests/fuzz/seeds/ are read, never written. FUZZ_PAR=N runs N targets at once.
 set -u
 bindir=$1; secs=$2; shift 2
-targets=${*:-$(cd "$bindir" && ls fuzz_* | sed 's/^fuzz_//')}
+targets=${*:-$(cd "$bindir" && ls fuzz_* | grep -v "\.d$" | sed "s/^fuzz_//")}
 out=build-fuzz
 mkdir -p "$out/crashes" "$out/logs"
 par=${FUZZ_PAR:-1}
 run_one() {
     t=$1
     mkdir -p "$out/corpus/$t"
-    "$bindir/fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    # libhdf5 1.10.8 itself leaks an object header when H5Dopen2 fails on some corrupted
+    # files (tests/fuzz/RESULTS.md): leak checks are off for that target only
+    extra=; [ "$t" = hdf5 ] && extra=-detect_leaks=0
+    # YAML and JSON inputs past a few KB only slow the search down
+    case $t in recipe|facts|index|tokenizer_json) extra="$extra -max_len=4096";; esac
+    "$bindir/fuzz_$t" $extra -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$out/crashes/$t-" "$out/corpus/$t" "tests/fuzz/seeds/$t" >"$out/logs/$t.log" 2>&1
     echo $? >"$out/logs/$t.rc"
 }
