@@ -45,13 +45,16 @@ static const char k_help[] =
     "  --quiet            no progress output\n";
 
 typedef struct {
-    bool tty;
+    bool tty, quiet;
+    long throttle_ms;      /* test hook (ALLOY_TEST_THROTTLE_MS): pause after each tensor */
     time_t start, last;
 } progress_state;
 
 static void on_progress(void *ud, const al_merge_progress *p)
 {
     progress_state *ps = ud;
+    if (ps->throttle_ms > 0) usleep((useconds_t)ps->throttle_ms * 1000);
+    if (ps->quiet) return;
     time_t now = time(NULL);
     bool done = p->tensors_done == p->tensors_total;
     double el = difftime(now, ps->start);
@@ -279,8 +282,10 @@ int cmd_merge(int argc, char **argv)
     }
     double lines_alpha = NAN;
     o.lines_alpha_out = &lines_alpha;
-    progress_state ps = {isatty(2), time(NULL), time(NULL)};
-    if (!quiet) { o.progress = on_progress; o.progress_ud = &ps; }
+    /* the crash-consistency test slows the merge down to kill it at many points */
+    const char *throttle = getenv("ALLOY_TEST_THROTTLE_MS");
+    progress_state ps = {isatty(2), quiet, throttle ? atol(throttle) : 0, time(NULL), time(NULL)};
+    if (!quiet || ps.throttle_ms > 0) { o.progress = on_progress; o.progress_ud = &ps; }
     if (!stage) {
         if (al_merge_run(r, out, &o, &err) != AL_OK) rc = cli_report(&err);
         print_warnings(&warnings);
