@@ -12,6 +12,7 @@
 #endif
 
 #include "../core/alloc.h"
+#include "../core/emergency.h"
 #include "../io/checkpoint.h"
 #include "../merge/pipeline.h"
 #include "../recipes/recipe.h"
@@ -303,6 +304,7 @@ int cmd_merge(int argc, char **argv)
             goto done;
         }
         o.force = true;    /* the reserved temporary name */
+        int tmp_slot = al_emergency_temp(tmp_merge);
         if (al_merge_run(r, tmp_merge, &o, &err) != AL_OK) rc = cli_report(&err);
         print_warnings(&warnings);
         if (rc == 0) {
@@ -314,6 +316,7 @@ int cmd_merge(int argc, char **argv)
             rc = cmd_edit_facts(stage, &eo);
         }
         al_remove_tree(tmp_merge);
+        al_emergency_forget(tmp_slot);
     }
     if (rc == 0 && !isnan(lines_alpha)) fprintf(stderr, "merge: LiNeS alpha (auto) = %.6g\n", lines_alpha);
     if (rc == 0 && !quiet) fprintf(stderr, "merge: wrote %s\n", out);

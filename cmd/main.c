@@ -4,6 +4,8 @@
  * 4 out of memory, 5 not supported, 70 internal error. */
 #include <cblas.h>
 #include <signal.h>
+#include <unistd.h>
+#include "../core/emergency.h"
 #include <stdlib.h>
 #include <strings.h>
 #include <unistd.h>
@@ -54,12 +56,47 @@ static void fix_openblas_core(char **argv)
 #endif
 }
 
+/* A fatal signal: remove the temporary output, say why, and end. SIGBUS comes from
+ * reading a mapped input that another process truncated (or a failing disk under it):
+ * the file is named from the faulting address. Only async-signal-safe calls here. */
+static void put(const char *s) { ssize_t r = write(2, s, strlen(s)); (void)r; }
+
+static void on_fatal(int sig, siginfo_t *si, void *uc)
+{
+    (void)uc;
+    al_emergency_cleanup();
+    if (sig == SIGBUS) {
+        const char *f = si ? al_emergency_mapping_path(si->si_addr) : NULL;
+        put("alloy: error: ");
+        put(f ? f : "an input file");
+        put(": truncated or unreadable while being read (SIGBUS); nothing was written\n");
+        _exit(3);
+    }
+    put("alloy: interrupted; the unfinished output was removed\n");
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void install_handlers(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_fatal;
+    sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
 int main(int argc, char **argv)
 {
     /* Past a file-size limit (ulimit -f) the kernel would kill us with SIGXFSZ before
      * the temporary output could be removed; ignored, the write fails with EFBIG and
      * the error path cleans up like any other write error (disk full included). */
     signal(SIGXFSZ, SIG_IGN);
+    install_handlers();
     fix_openblas_core(argv);
     if (argc < 2) { usage(stderr); return 1; }
     if (cli_is_help(argv[1])) { usage(stdout); return 0; }

@@ -44,6 +44,7 @@
 #include <jansson.h>
 
 #include "../core/alloc.h"
+#include "../core/emergency.h"
 
 #define ST_WRITE_BUF (4u << 20)     /* writer buffer: 4 MiB */
 
@@ -408,12 +409,14 @@ typedef struct {
     uint8_t *base;      /* whole-file read-only mapping; NULL for an empty file */
     size_t len;
     char *path;
+    int emergency;      /* al_emergency_mapping slot (names the file on SIGBUS), or -1 */
 } st_file;
 
 static void st_close(void *handle)
 {
     st_file *f = handle;
     if (!f) return;
+    al_emergency_forget(f->emergency);
     if (f->base) munmap(f->base, f->len);
     al_free(f->path);
     al_free(f);
@@ -428,6 +431,7 @@ static al_status st_open(const char *path, void **handle, al_bt_list *list, al_e
 
     *handle = NULL;
     f = al_calloc(1, sizeof *f);
+    if (f) f->emergency = -1;
     if (!f || !(f->path = al_strdup(path))) {
         st = al_errorf(err, AL_ERR_NOMEM, "%s: out of memory", path);
         goto fail;
@@ -460,6 +464,7 @@ static al_status st_open(const char *path, void **handle, al_bt_list *list, al_e
         }
         f->base = p;
         (void)madvise(f->base, f->len, MADV_SEQUENTIAL);   /* a hint; failure is harmless */
+        f->emergency = al_emergency_mapping(f->base, f->len, path);
     }
     close(fd);                   /* the mapping keeps the file alive */
     fd = -1;

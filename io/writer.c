@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "../core/alloc.h"
+#include "../core/emergency.h"
 #include "backend.h"
 
 typedef struct {
@@ -52,6 +53,7 @@ struct al_writer {
     size_t cur, shard;     /* current tensor and shard */
     uint64_t done;         /* bytes written of the current tensor */
     bool begun, committed, failed;
+    int emergency;         /* al_emergency_temp slot of tmp, or -1 */
 };
 
 static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
@@ -108,6 +110,7 @@ al_status al_writer_open(al_writer **out, const char *path, const al_writer_opts
     if (len == 0) return al_errorf(err, AL_ERR_USAGE, "empty output path");
     al_writer *w = al_calloc(1, sizeof *w);
     if (!w) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    w->emergency = -1;
     w->opts = *opts;
     w->opts.inputs = NULL;
     if (w->opts.format == AL_FMT_AUTO) w->opts.format = AL_FMT_SAFETENSORS;
@@ -142,6 +145,7 @@ al_status al_writer_open(al_writer **out, const char *path, const al_writer_opts
     if (!(w->tmp = al_malloc(tl))) { s = al_errorf(err, AL_ERR_NOMEM, "out of memory"); goto fail; }
     snprintf(w->tmp, tl, "%.*s.%s.alloy-tmp-%ld", (int)dlen, w->path, w->path + dlen, (long)getpid());
     al_remove_tree(w->tmp);   /* a leftover of a killed run that had our pid */
+    w->emergency = al_emergency_temp(w->tmp);   /* removed even if a signal ends us */
     w->ops = w->opts.format == AL_FMT_HDF5 ? &al_hdf5_writer_ops : &al_safetensors_writer_ops;
     *out = w;
     return AL_OK;
@@ -359,6 +363,8 @@ al_status al_writer_commit(al_writer *w, al_error *err)
         return s;
     }
     w->committed = true;
+    al_emergency_forget(w->emergency);
+    w->emergency = -1;
     if (old) { al_remove_tree(old); al_free(old); }
     /* Make the rename durable. */
     char parent[PATH_MAX];
@@ -375,6 +381,7 @@ void al_writer_free(al_writer *w)
     if (!w) return;
     if (w->handle) w->ops->close(w->handle);
     if (w->tmp && !w->committed) al_remove_tree(w->tmp);
+    al_emergency_forget(w->emergency);
     for (size_t i = 0; i < w->n; i++) al_free(w->t[i].name);
     al_free(w->t);
     al_free(w->shards);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "../core/alloc.h"
+#include "../core/emergency.h"
 #include "../core/rng.h"
 #include "../io/hfdir.h"
 #include "../io/names.h"
@@ -1458,6 +1459,7 @@ al_status al_merge_run(const al_recipe *r, const char *out_path, const al_merge_
     al_merge_opts oo = *o;
     oo.work_dir = work;
     bool made = false;
+    int work_slot = -1;
     for (size_t d = 0; d < r->n_docs && s == AL_OK; d++) {
         bool last = d + 1 == r->n_docs;
         char *dst = NULL;
@@ -1467,6 +1469,7 @@ al_status al_merge_run(const al_recipe *r, const char *out_path, const al_merge_
                 break;
             }
             made = true;
+            work_slot = al_emergency_temp(work);     /* removed even if a signal ends us */
             const char *name = r->docs[d].name ? r->docs[d].name : "unnamed";
             size_t m = strlen(work) + strlen(name) + 2;
             if (!(dst = al_malloc(m))) { s = al_errorf(err, AL_ERR_NOMEM, "out of memory"); break; }
@@ -1479,6 +1482,7 @@ al_status al_merge_run(const al_recipe *r, const char *out_path, const al_merge_
         al_free(dst);
     }
     if (made) al_remove_tree(work);   /* intermediate outputs are not kept */
+    al_emergency_forget(work_slot);
     al_free(work);
     return s;
 }
