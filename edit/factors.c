@@ -75,10 +75,8 @@ al_status al_factors_save(const char *path, const char *model, const al_update *
         if (g >= 0) H5Gclose(g);
     }
     if (!ok) { st = al_errorf(err, AL_ERR_IO, "%s: cannot write edit factors: %s", tmp, al_h5_why(d, sizeof d)); goto done; }
-    herr_t rc = H5Fclose(f);
+    st = al_h5_commit(f, tmp, path, err);
     f = -1;
-    if (rc < 0) { st = al_errorf(err, AL_ERR_IO, "%s: cannot close: %s", tmp, al_h5_why(d, sizeof d)); goto done; }
-    if (rename(tmp, path) != 0) st = al_errorf(err, AL_ERR_IO, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
 done:
     if (f >= 0) H5Fclose(f);
     al_h5_leave();

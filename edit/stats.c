@@ -412,10 +412,8 @@ al_status al_stats_save(const al_stats *s, const char *path, al_error *err)
     if (ds >= 0) H5Dclose(ds);
     if (sp >= 0) H5Sclose(sp);
     if (!ok) { st = al_errorf(err, AL_ERR_IO, "%s: cannot write statistics: %s", tmp, al_h5_why(d, sizeof d)); goto done; }
-    herr_t rc = H5Fclose(f);
+    st = al_h5_commit(f, tmp, path, err);
     f = -1;
-    if (rc < 0) { st = al_errorf(err, AL_ERR_IO, "%s: cannot close: %s", tmp, al_h5_why(d, sizeof d)); goto done; }
-    if (rename(tmp, path) != 0) st = al_errorf(err, AL_ERR_IO, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
 done:
     if (f >= 0) H5Fclose(f);
     al_h5_leave();

@@ -29,4 +29,8 @@ al_status al_h5_get_str(hid_t obj, const char *name, const char *path, char **ds
 /* An integer attribute; absent or not an integer is AL_ERR_FORMAT. */
 al_status al_h5_get_i64(hid_t obj, const char *name, const char *path, int64_t *v, al_error *err);
 
+/* The end of an atomic HDF5 write: close f (created at tmp) and rename tmp to path.
+ * Call with the lock held; on failure the caller removes tmp. */
+al_status al_h5_commit(hid_t f, const char *tmp, const char *path, al_error *err);
+
 #endif

@@ -1,6 +1,7 @@
 /* io/h5util.c: shared HDF5 helpers (see h5_internal.h). */
 #include "h5_internal.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -125,4 +126,13 @@ al_status al_h5_get_i64(hid_t obj, const char *name, const char *path, int64_t *
     if (ty >= 0) H5Tclose(ty);
     if (a >= 0) H5Aclose(a);
     return ok ? AL_OK : al_errorf(err, AL_ERR_FORMAT, "%s: attribute '%s' missing or not an integer", path, name);
+}
+
+al_status al_h5_commit(hid_t f, const char *tmp, const char *path, al_error *err)
+{
+    char d[160];
+    if (H5Fclose(f) < 0) return al_errorf(err, AL_ERR_IO, "%s: cannot close: %s", tmp, al_h5_why(d, sizeof d));
+    if (rename(tmp, path) != 0)
+        return al_errorf(err, AL_ERR_IO, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
+    return AL_OK;
 }
