@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "../core/alloc.h"
-#include "../core/file.h"
 #include "../edit/eval.h"
 #include "../edit/facts.h"
 #include "../edit/factors.h"
@@ -179,11 +178,18 @@ static al_status load_cov(const char *path, const al_model *m, int layer, double
     return s;
 }
 
+/* Index of `name` in list[0..n), or n. */
+static size_t find_tensor(const al_rome_tensor *list, size_t n, const char *name)
+{
+    size_t k = 0;
+    while (k < n && strcmp(list[k].name, name)) k++;
+    return k;
+}
+
 /* Remember an edited tensor (the latest data pointer per name). */
 static void note_tensor(al_rome_tensor *list, size_t *n, const al_rome_tensor *t)
 {
-    size_t k = 0;
-    while (k < *n && strcmp(list[k].name, t->name)) k++;
+    size_t k = find_tensor(list, *n, t->name);
     list[k] = *t;
     if (k == *n) (*n)++;
 }
@@ -217,17 +223,10 @@ static al_status write_output(const char *model_path, const char *label, const c
         if ((s = al_factors_save(p, label ? label : model_path, ups, n_ups, err)) != AL_OK) goto done;
     }
     for (size_t i = 0; carry && carry[i]; i++) {
-        char src[4200], *buf = NULL;
-        size_t len = 0;
+        char src[4200];
         snprintf(src, sizeof src, "%s/%s", model_path, carry[i]);
         snprintf(p, sizeof p, "%s/%s", al_writer_tmpdir(w), carry[i]);
-        if (access(src, F_OK) != 0) continue;
-        if ((s = al_read_file(src, (size_t)1 << 30, "file", &buf, &len, err)) != AL_OK) goto done;
-        FILE *f = fopen(p, "wb");
-        bool ok = f && fwrite(buf, 1, len, f) == len;
-        if (f && fclose(f) != 0) ok = false;
-        al_free(buf);
-        if (!ok) { s = al_errorf(err, AL_ERR_IO, "%s: cannot write", p); goto done; }
+        if (access(src, F_OK) == 0 && (s = al_copy_file(src, p, err)) != AL_OK) goto done;
     }
     s = al_writer_commit(w, err);
 done:
@@ -256,8 +255,7 @@ static int run_undo(const char *edited, const char *out, bool force)
     if (!ts || !bufs) { al_errorf(&err, AL_ERR_NOMEM, "out of memory"); goto fail; }
     for (size_t k = n; k-- > 0;) {
         const al_update *u = &ups[k];
-        size_t t = 0;
-        while (t < n_t && strcmp(ts[t].name, u->tensor)) t++;
+        size_t t = find_tensor(ts, n_t, u->tensor);
         if (t == n_t) {    /* first time: read the tensor as F32 */
             long i = al_ckpt_find(c, u->tensor);
             const al_tensor_info *ti = i < 0 ? NULL : al_ckpt_info(c, (size_t)i);
@@ -378,10 +376,6 @@ int cmd_edit_facts(al_facts *facts, const cli_edit_opts *o)
     for (int i = 0; i < nl; i++) {
         if (lay[i] < 0 || lay[i] >= cfg->n_layer) {
             al_errorf(&err, AL_ERR_RECIPE, "%s: layer %d is out of range (the model has %d layers)", facts_path, lay[i], cfg->n_layer);
-            goto fail;
-        }
-        if (i && lay[i] <= lay[i - 1]) {
-            al_errorf(&err, AL_ERR_RECIPE, "%s: MEMIT layers must be ascending and distinct (%d after %d)", facts_path, lay[i], lay[i - 1]);
             goto fail;
         }
     }

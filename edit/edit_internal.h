@@ -57,6 +57,13 @@ al_status al_edit_optimize(al_model_ws *ws, const al_eprompt *pv, int nt, const 
                            float *target_init, float *delta, double *loss, int *steps,
                            int *adam_steps, al_error *err);
 
+/* The context templates and KL prompt of p with their defaults ({"{}"}, "{} is a"),
+ * checked together with the optimisation's hyperparameters (steps >= 1, lr > 0,
+ * clamp > 0, wd >= 0, kl >= 0; each template and the KL prompt with exactly one "{}").
+ * `who` prefixes messages. */
+al_status al_edit_vopt_setup(const al_rome_params *p, const char *who, const char *const **ctxs,
+                             int *nt, const char **kl_prompt, al_error *err);
+
 double al_edit_dot(const float *a, const float *b, int n);
 
 #endif

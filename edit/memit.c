@@ -108,10 +108,9 @@ al_status al_memit_run(al_model *m, const al_tokenizer *tok, const al_fact *reqs
     al_status st = AL_OK;
     const al_model_config *g = al_model_cfg(m);
     int M = g->n_inner, C = g->n_embd, L = p->n_layers, n = (int)n_req;
-    static const char *const k_bare_ctx[] = { "{}" };
-    const char *const *ctxs = p->z.context_templates ? p->z.context_templates : k_bare_ctx;
-    int nt = p->z.context_templates ? (int)p->z.n_templates : 1;
-    const char *kl_prompt = p->z.kl_prompt ? p->z.kl_prompt : "{} is a";
+    const char *const *ctxs;
+    int nt;
+    const char *kl_prompt;
     req_prompts *q = NULL;
     al_model_ws *ws = NULL;
     float *keys = NULL, *hcur = NULL;
@@ -131,25 +130,15 @@ al_status al_memit_run(al_model *m, const al_tokenizer *tok, const al_fact *reqs
                              "(%d after %d)", p->layers[i], p->layers[i - 1]);
     }
     const al_rome_params *z = &p->z;
-    if (z->v_num_grad_steps < 1 || !(z->v_lr > 0) || !(z->clamp_norm_factor > 0) ||
-        z->v_weight_decay < 0 || z->kl_factor < 0 || !(p->mom2_update_weight >= 0))
-        return al_errorf(err, AL_ERR_USAGE, "memit: invalid hyperparameters (steps %d, lr %g, "
-                         "clamp %g, wd %g, kl %g, mom2_update_weight %g)", z->v_num_grad_steps,
-                         z->v_lr, z->clamp_norm_factor, z->v_weight_decay, z->kl_factor,
+    if ((st = al_edit_vopt_setup(z, "memit", &ctxs, &nt, &kl_prompt, err)) != AL_OK) return st;
+    if (!(p->mom2_update_weight >= 0))
+        return al_errorf(err, AL_ERR_USAGE, "memit: invalid mom2_update_weight %g (must be >= 0)",
                          p->mom2_update_weight);
     if (z->mom2_adjustment)
         for (int i = 0; i < L; i++)
             if (!Cs || !Cs[i])
                 return al_errorf(err, AL_ERR_USAGE, "memit: mom2_adjustment needs the "
                                  "second-moment statistics C of layer %d", p->layers[i]);
-    if (nt < 1) return al_errorf(err, AL_ERR_USAGE, "memit: no context templates");
-    for (int i = 0; i < nt; i++)
-        if (!ctxs[i] || al_edit_count_braces(ctxs[i]) != 1)
-            return al_errorf(err, AL_ERR_USAGE, "memit: context template %d ('%s') must contain "
-                             "exactly one '{}'", i, ctxs[i] ? ctxs[i] : "(null)");
-    if (al_edit_count_braces(kl_prompt) != 1)
-        return al_errorf(err, AL_ERR_USAGE, "memit: KL prompt '%s' must contain exactly one '{}'",
-                         kl_prompt);
 
     /* ---- prompts of every request ---- */
     int maxlen = 0;

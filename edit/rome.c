@@ -125,10 +125,9 @@ al_status al_rome_compute(al_model *m, const al_tokenizer *tok, const al_fact *r
     al_status st = AL_OK;
     const al_model_config *g = al_model_cfg(m);
     int M = g->n_inner, C = g->n_embd;
-    static const char *const k_bare_ctx[] = { "{}" };
-    const char *const *ctxs = p->context_templates ? p->context_templates : k_bare_ctx;
-    int nt = p->context_templates ? (int)p->n_templates : 1;
-    const char *kl_prompt = p->kl_prompt ? p->kl_prompt : "{} is a";
+    const char *const *ctxs;
+    int nt;
+    const char *kl_prompt;
     char *templ_own = NULL;
     const char *templ = NULL;
     int32_t *tgt = NULL;
@@ -143,22 +142,10 @@ al_status al_rome_compute(al_model *m, const al_tokenizer *tok, const al_fact *r
     if (p->layer < 0 || p->layer >= g->n_layer)
         FAIL(AL_ERR_USAGE, "rome: layer %d out of range (the model has %d "
              "layers)", p->layer, g->n_layer);
-    if (nt < 1) FAIL(AL_ERR_USAGE, "rome: no context templates");
-    if (p->v_num_grad_steps < 1 || !(p->v_lr > 0) || !(p->clamp_norm_factor > 0) ||
-        p->v_weight_decay < 0 || p->kl_factor < 0)
-        FAIL(AL_ERR_USAGE, "rome: invalid hyperparameters (steps %d, lr %g, "
-             "clamp %g, wd %g, kl %g)", p->v_num_grad_steps, p->v_lr,
-             p->clamp_norm_factor, p->v_weight_decay, p->kl_factor);
     if (p->mom2_adjustment && !C_chol)
         FAIL(AL_ERR_USAGE, "rome: mom2_adjustment needs the second-moment "
              "statistics C of layer %d", p->layer);
-    for (int i = 0; i < nt; i++)
-        if (!ctxs[i] || al_edit_count_braces(ctxs[i]) != 1)
-            FAIL(AL_ERR_USAGE, "rome: context template %d ('%s') must contain "
-                 "exactly one '{}'", i, ctxs[i] ? ctxs[i] : "(null)");
-    if (al_edit_count_braces(kl_prompt) != 1)
-        FAIL(AL_ERR_USAGE, "rome: KL prompt '%s' must contain exactly one '{}'",
-             kl_prompt);
+    TRY(al_edit_vopt_setup(p, "rome", &ctxs, &nt, &kl_prompt, err));
 
     /* ---- tokens ---- target ids of " word" (no specials), prompts per template ---- */
     size_t T64 = 0;

@@ -24,6 +24,29 @@ double al_edit_dot(const float *a, const float *b, int n)
     return s;
 }
 
+al_status al_edit_vopt_setup(const al_rome_params *p, const char *who, const char *const **ctxs,
+                             int *nt, const char **kl_prompt, al_error *err)
+{
+    static const char *const k_bare_ctx[] = { "{}" };
+    *ctxs = p->context_templates ? p->context_templates : k_bare_ctx;
+    *nt = p->context_templates ? (int)p->n_templates : 1;
+    *kl_prompt = p->kl_prompt ? p->kl_prompt : "{} is a";
+    if (p->v_num_grad_steps < 1 || !(p->v_lr > 0) || !(p->clamp_norm_factor > 0) ||
+        p->v_weight_decay < 0 || p->kl_factor < 0)
+        return al_errorf(err, AL_ERR_USAGE, "%s: invalid hyperparameters (steps %d, lr %g, clamp %g, "
+                         "wd %g, kl %g)", who, p->v_num_grad_steps, p->v_lr, p->clamp_norm_factor,
+                         p->v_weight_decay, p->kl_factor);
+    if (*nt < 1) return al_errorf(err, AL_ERR_USAGE, "%s: no context templates", who);
+    for (int i = 0; i < *nt; i++)
+        if (!(*ctxs)[i] || al_edit_count_braces((*ctxs)[i]) != 1)
+            return al_errorf(err, AL_ERR_USAGE, "%s: context template %d ('%s') must contain "
+                             "exactly one '{}'", who, i, (*ctxs)[i] ? (*ctxs)[i] : "(null)");
+    if (al_edit_count_braces(*kl_prompt) != 1)
+        return al_errorf(err, AL_ERR_USAGE, "%s: KL prompt '%s' must contain exactly one '{}'", who,
+                         *kl_prompt);
+    return AL_OK;
+}
+
 al_status al_eprompt_make(const al_tokenizer *tok, const char *ctx, const char *templ,
                           const char *subject, al_eprompt *out, al_error *err)
 {
