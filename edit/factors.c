@@ -130,7 +130,8 @@ done:
     return st;
 }
 
-al_status al_factors_load(const char *path, al_update **out, size_t *n_out, al_error *err)
+/* The load itself; the HDF5 lock is held. */
+static al_status factors_load_locked(const char *path, al_update **out, size_t *n_out, al_error *err)
 {
     *out = NULL;
     *n_out = 0;
@@ -139,7 +140,6 @@ al_status al_factors_load(const char *path, al_update **out, size_t *n_out, al_e
     al_update *u = NULL;
     size_t n = 0;
     hid_t f = -1, g = -1;
-    al_h5_enter();
     if ((f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT)) < 0) {
         st = access(path, R_OK) != 0 ? al_errorf(err, AL_ERR_IO, "%s: %s", path, strerror(errno))
                                      : al_errorf(err, AL_ERR_FORMAT, "%s: not an HDF5 file: %s", path, al_h5_why(d, sizeof d));
@@ -185,9 +185,27 @@ al_status al_factors_load(const char *path, al_update **out, size_t *n_out, al_e
 done:
     if (g >= 0) H5Gclose(g);
     if (f >= 0) H5Fclose(f);
-    al_h5_leave();
     al_free(fmt);
     al_free(s);
     al_factors_free(u, n);
+    return st;
+}
+
+static void factors_probe(void *path)
+{
+    al_update *u = NULL;
+    size_t n = 0;
+    al_error e;
+    factors_load_locked(path, &u, &n, &e);
+}
+
+al_status al_factors_load(const char *path, al_update **out, size_t *n_out, al_error *err)
+{
+    *out = NULL;
+    *n_out = 0;
+    al_h5_enter();
+    al_status st = al_h5_probe(path, factors_probe, (void *)path, err);
+    if (st == AL_OK) st = factors_load_locked(path, out, n_out, err);
+    al_h5_leave();
     return st;
 }

@@ -181,120 +181,11 @@ static hid_t h5_mem_type(hid_t ftype)
     return m;
 }
 
-/* ---- string attributes ------------------------------------------------------------- */
-
-static void strv_free(char **v, size_t n)
-{
-    if (!v) return;
-    for (size_t i = 0; i < n; i++) al_free(v[i]);
-    al_free(v);
-}
-
-/* Read attribute `name` of `obj` as an array of strings (variable- or fixed-length,
- * scalar or array). A numeric attribute with no elements reads as zero strings (Keras
- * writes weight_names that way for weightless layers). Returns AL_ERR_NOTFOUND when
- * absent (without recording an error), AL_ERR_FORMAT when it is not strings. */
-static al_status h5_read_strs(hid_t obj, const char *name, const char *path, char ***out,
-                              size_t *nout, al_error *err)
-{
-    hid_t attr = -1, ftype = -1, mtype = -1, space = -1;
-    char **res = NULL, *fixed = NULL, **vl = NULL;
-    size_t n = 0;
-    al_status st = AL_OK;
-    char d[160];
-    *out = NULL;
-    *nout = 0;
-
-    htri_t ex = H5Aexists(obj, name);
-    if (ex < 0) return al_errorf(err, AL_ERR_FORMAT, "%s: cannot query attribute '%s': %s",
-                                 path, name, al_h5_why(d, sizeof d));
-    if (ex == 0) return AL_ERR_NOTFOUND;
-    if ((attr = H5Aopen(obj, name, H5P_DEFAULT)) < 0 || (ftype = H5Aget_type(attr)) < 0 ||
-        (space = H5Aget_space(attr)) < 0) {
-        st = al_errorf(err, AL_ERR_FORMAT, "%s: cannot open attribute '%s': %s", path, name,
-                       al_h5_why(d, sizeof d));
-        goto done;
-    }
-    hssize_t np = H5Sget_simple_extent_npoints(space);
-    if (np < 0) {
-        st = al_errorf(err, AL_ERR_FORMAT, "%s: attribute '%s' has no valid dataspace", path, name);
-        goto done;
-    }
-    n = (size_t)np;
-    if (H5Tget_class(ftype) != H5T_STRING) {
-        if (n == 0) goto done;
-        st = al_errorf(err, AL_ERR_FORMAT, "%s: attribute '%s' is not a string attribute", path, name);
-        goto done;
-    }
-    if (n == 0) goto done;
-    res = al_calloc(n, sizeof *res);
-    if (!res) { st = al_errorf(err, AL_ERR_NOMEM, "%s: out of memory reading attribute '%s'", path, name); goto done; }
-
-    htri_t var = H5Tis_variable_str(ftype);
-    H5T_cset_t cset = H5Tget_cset(ftype);       /* HDF5 will not convert ASCII <-> UTF-8 */
-    if (var < 0 || cset < 0 || (mtype = H5Tcopy(H5T_C_S1)) < 0 || H5Tset_cset(mtype, cset) < 0) {
-        st = al_errorf(err, AL_ERR_FORMAT, "%s: attribute '%s': bad string type: %s", path, name,
-                       al_h5_why(d, sizeof d));
-        goto done;
-    }
-    if (var) {
-        /* HDF5 mallocs each string itself; H5Dvlen_reclaim gives them back. */
-        vl = al_calloc(n, sizeof *vl);
-        if (!vl) { st = al_errorf(err, AL_ERR_NOMEM, "%s: out of memory reading attribute '%s'", path, name); goto done; }
-        if (H5Tset_size(mtype, H5T_VARIABLE) < 0 || H5Aread(attr, mtype, vl) < 0) {
-            st = al_errorf(err, AL_ERR_FORMAT, "%s: cannot read attribute '%s': %s", path, name,
-                           al_h5_why(d, sizeof d));
-            al_free(vl);
-            vl = NULL;
-            goto done;
-        }
-        for (size_t i = 0; i < n && st == AL_OK; i++)
-            if (!(res[i] = al_strdup(vl[i] ? vl[i] : "")))
-                st = al_errorf(err, AL_ERR_NOMEM, "%s: out of memory reading attribute '%s'", path, name);
-        H5Dvlen_reclaim(mtype, space, H5P_DEFAULT, vl);
-    } else {
-        size_t sz = H5Tget_size(ftype);
-        H5T_str_t pad = H5Tget_strpad(ftype);
-        uint64_t total;
-        if (sz == 0 || al_mul_overflow_u64(sz, n, &total) || !(fixed = al_malloc((size_t)total))) {
-            st = al_errorf(err, AL_ERR_NOMEM, "%s: out of memory reading attribute '%s'", path, name);
-            goto done;
-        }
-        if (H5Tset_size(mtype, sz) < 0 || H5Tset_strpad(mtype, H5T_STR_NULLPAD) < 0 ||
-            H5Aread(attr, mtype, fixed) < 0) {
-            st = al_errorf(err, AL_ERR_FORMAT, "%s: cannot read attribute '%s': %s", path, name,
-                           al_h5_why(d, sizeof d));
-            goto done;
-        }
-        for (size_t i = 0; i < n; i++) {
-            const char *s = fixed + i * sz;
-            size_t len = strnlen(s, sz);
-            if (pad == H5T_STR_SPACEPAD)
-                while (len > 0 && s[len - 1] == ' ') len--;
-            if (!(res[i] = al_strndup(s, len))) {
-                st = al_errorf(err, AL_ERR_NOMEM, "%s: out of memory reading attribute '%s'", path, name);
-                break;
-            }
-        }
-    }
-done:
-    al_free(vl);
-    al_free(fixed);
-    h5_close_id(mtype);
-    h5_close_id(space);
-    h5_close_id(ftype);
-    h5_close_id(attr);
-    if (st != AL_OK) { strv_free(res, n); return st; }
-    *out = res;
-    *nout = res ? n : 0;
-    return AL_OK;
-}
-
 /* Keras attribute that may be split into name0, name1, ... (HDF5_OBJECT_HEADER_LIMIT). */
 static al_status h5_read_chunked_strs(hid_t obj, const char *name, const char *path, char ***out,
                                       size_t *nout, al_error *err)
 {
-    al_status st = h5_read_strs(obj, name, path, out, nout, err);
+    al_status st = al_h5_get_strs(obj, name, path, out, nout, err);
     if (st != AL_ERR_NOTFOUND) return st;
     char **all = NULL;
     size_t nall = 0;
@@ -303,13 +194,13 @@ static al_status h5_read_chunked_strs(hid_t obj, const char *name, const char *p
         char key[256], **part;
         size_t npart;
         snprintf(key, sizeof key, "%s%d", name, k);
-        st = h5_read_strs(obj, key, path, &part, &npart, err);
+        st = al_h5_get_strs(obj, key, path, &part, &npart, err);
         if (st == AL_ERR_NOTFOUND) break;
-        if (st != AL_OK) { strv_free(all, nall); return st; }
+        if (st != AL_OK) { al_h5_strv_free(all, nall); return st; }
         char **grown = npart ? al_realloc(all, (nall + npart) * sizeof *all) : all;
         if (npart && !grown) {
-            strv_free(part, npart);
-            strv_free(all, nall);
+            al_h5_strv_free(part, npart);
+            al_h5_strv_free(all, nall);
             return al_errorf(err, AL_ERR_NOMEM, "%s: out of memory reading attribute '%s'", path, key);
         }
         all = grown;
@@ -410,7 +301,7 @@ static al_status h5_describe(hid_t file, const char *path, const char *loc, bool
     if ((st = h5_dataset_shape(dset, path, loc, &t->ndim, t->shape, err)) != AL_OK) goto done;
     *stored_ndim = t->ndim;
     if (native) {
-        st = h5_read_strs(dset, "dtype", path, &dt, &ndt, err);
+        st = al_h5_get_strs(dset, "dtype", path, &dt, &ndt, err);
         if (st == AL_ERR_NOTFOUND) st = AL_OK;
         if (st != AL_OK) goto done;
     }
@@ -436,7 +327,7 @@ static al_status h5_describe(hid_t file, const char *path, const char *loc, bool
     if (!al_shape_numel(t->ndim, t->shape, &numel) || !al_dtype_nbytes(t->dtype, numel, &t->nbytes))
         st = al_errorf(err, AL_ERR_FORMAT, "%s: dataset '%s': size overflows", path, loc);
 done:
-    strv_free(dt, ndt);
+    al_h5_strv_free(dt, ndt);
     h5_close_id(ftype);
     h5_close_id(dset);
     return st;
@@ -473,7 +364,7 @@ static al_status h5_open_native(h5_reader *h, al_bt_list *list, al_error *err)
 {
     char **names = NULL;
     size_t n = 0;
-    al_status st = h5_read_strs(h->file, "tensor_names", h->path, &names, &n, err);
+    al_status st = al_h5_get_strs(h->file, "tensor_names", h->path, &names, &n, err);
     if (st == AL_ERR_NOTFOUND)
         return al_errorf(err, AL_ERR_FORMAT, "%s: alloy HDF5 file without a 'tensor_names' attribute", h->path);
     if (st != AL_OK) return st;
@@ -491,11 +382,11 @@ static al_status h5_open_native(h5_reader *h, al_bt_list *list, al_error *err)
             char **nm = NULL;
             size_t nnm = 0;
             st = dset < 0 ? al_errorf(err, AL_ERR_FORMAT, "%s: cannot open '%s'", h->path, t.locator)
-                          : h5_read_strs(dset, "name", h->path, &nm, &nnm, err);
+                          : al_h5_get_strs(dset, "name", h->path, &nm, &nnm, err);
             if (st == AL_ERR_NOTFOUND || (st == AL_OK && (nnm != 1 || strcmp(nm[0], names[i]) != 0)))
                 st = al_errorf(err, AL_ERR_FORMAT, "%s: dataset '%s': 'name' attribute missing or not "
                                "'%s'", h->path, t.locator, names[i]);
-            strv_free(nm, nnm);
+            al_h5_strv_free(nm, nnm);
             h5_close_id(dset);
         }
         if (st == AL_OK) {
@@ -506,7 +397,7 @@ static al_status h5_open_native(h5_reader *h, al_bt_list *list, al_error *err)
         }
         if (st != AL_OK) al_free(t.locator);
     }
-    strv_free(names, n);
+    al_h5_strv_free(names, n);
     return st;
 }
 
@@ -643,7 +534,7 @@ static al_status h5_open_legacy(h5_reader *h, const char *root, al_bt_list *list
                            h->path, layers[li], al_h5_why(d, sizeof d));
             goto done;
         }
-        strv_free(wn, nwn);
+        al_h5_strv_free(wn, nwn);
         wn = NULL;
         nwn = 0;
         st = h5_read_chunked_strs(g, "weight_names", h->path, &wn, &nwn, err);
@@ -718,9 +609,9 @@ static al_status h5_open_legacy(h5_reader *h, const char *root, al_bt_list *list
         }
     }
 done:
-    strv_free(tfn, ntf);
-    strv_free(wn, nwn);
-    strv_free(layers, nlayers);
+    al_h5_strv_free(tfn, ntf);
+    al_h5_strv_free(wn, nwn);
+    al_h5_strv_free(layers, nlayers);
     h5_close_id(g);
     h5_close_id(rootg);
     return st;
@@ -737,9 +628,9 @@ static herr_t meta_cb(hid_t loc, const char *name, const H5A_info_t *info, void 
     char **v = NULL;
     size_t n = 0;
     al_error tmp;
-    if (h5_read_strs(loc, name, c->h->path, &v, &n, &tmp) != AL_OK) return 0;   /* not a string */
+    if (al_h5_get_strs(loc, name, c->h->path, &v, &n, &tmp) != AL_OK) return 0;   /* not a string */
     if (n == 1) c->st = al_bt_meta_push(c->list, name, v[0], c->err);
-    strv_free(v, n);
+    al_h5_strv_free(v, n);
     return c->st == AL_OK ? 0 : -1;
 }
 
@@ -751,7 +642,8 @@ static void h5_reader_free(h5_reader *h)
     al_free(h);
 }
 
-static al_status h5_open(const char *path, void **handle, al_bt_list *list, al_error *err)
+/* Open and list the file; the HDF5 lock is held. */
+static al_status h5_open_locked(const char *path, h5_reader **out, al_bt_list *list, al_error *err)
 {
     h5_reader *h = NULL;
     hid_t fapl = -1;
@@ -759,14 +651,6 @@ static al_status h5_open(const char *path, void **handle, al_bt_list *list, al_e
     size_t nfmt = 0;
     al_status st = AL_OK;
     char d[160];
-    *handle = NULL;
-
-    /* Distinguish "cannot open" (I/O) from "not HDF5" (format) before HDF5 does. */
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return al_errorf(err, AL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    close(fd);
-
-    al_h5_enter();
     htri_t is = H5Fis_hdf5(path);
     if (is <= 0) {
         st = al_errorf(err, AL_ERR_FORMAT, "%s: not an HDF5 file", path);
@@ -783,7 +667,7 @@ static al_status h5_open(const char *path, void **handle, al_bt_list *list, al_e
         goto done;
     }
 
-    st = h5_read_strs(h->file, "alloy_format", path, &fmt, &nfmt, err);
+    st = al_h5_get_strs(h->file, "alloy_format", path, &fmt, &nfmt, err);
     if (st == AL_OK) {
         if (nfmt != 1 || strcmp(fmt[0], H5_FORMAT_TAG) != 0) {
             st = al_errorf(err, AL_ERR_UNSUPPORTED, "%s: alloy_format '%s' is not '%s'", path,
@@ -811,9 +695,36 @@ static al_status h5_open(const char *path, void **handle, al_bt_list *list, al_e
                             : al_errorf(err, AL_ERR_FORMAT, "%s: cannot list root attributes: %s", path,
                                         al_h5_why(d, sizeof d));
 done:
-    strv_free(fmt, nfmt);
+    al_h5_strv_free(fmt, nfmt);
     h5_close_id(fapl);
     if (st != AL_OK) { h5_reader_free(h); h = NULL; }
+    *out = h;
+    return st;
+}
+
+typedef struct { const char *path; al_bt_list *list; } probe_ctx;
+
+static void h5_open_probe(void *ctx)
+{
+    probe_ctx *p = ctx;
+    h5_reader *h;
+    al_error e;
+    h5_open_locked(p->path, &h, p->list, &e);
+}
+
+static al_status h5_open(const char *path, void **handle, al_bt_list *list, al_error *err)
+{
+    *handle = NULL;
+    /* Distinguish "cannot open" (I/O) from "not HDF5" (format) before HDF5 does. */
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return al_errorf(err, AL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    close(fd);
+
+    h5_reader *h = NULL;
+    probe_ctx pc = {path, list};
+    al_h5_enter();
+    al_status st = al_h5_probe(path, h5_open_probe, &pc, err);
+    if (st == AL_OK) st = h5_open_locked(path, &h, list, err);
     al_h5_leave();
     *handle = h;
     return st;

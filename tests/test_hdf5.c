@@ -14,6 +14,7 @@
 #include <string.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -23,6 +24,8 @@
 
 #include "../core/alloc.h"
 #include "../io/backend.h"
+#include "../io/checkpoint.h"
+#include "../io/h5_internal.h"
 
 #define CAIKIT_DIR "tests/fixtures/hf/caikit_bert_tf"
 
@@ -579,6 +582,41 @@ static void write_bytes(const char *path, const void *data, size_t n)
     fclose(f);
 }
 
+/* al_h5_probe: a child that dies refuses the file, one that returns lets it through. */
+static void probe_dies(void *ctx) { (void)ctx; raise(SIGKILL); }
+static void probe_returns(void *ctx) { *(int *)ctx = 1; }   /* the child's copy only */
+
+static void test_probe(void **state)
+{
+    (void)state;
+    al_error e;
+    int touched = 0;
+    al_h5_enter();
+    assert_int_equal(al_h5_probe("x.h5", probe_returns, &touched, &e), AL_OK);
+    assert_int_equal(touched, 0);
+    assert_int_equal(al_h5_probe("x.h5", probe_dies, NULL, &e), AL_ERR_FORMAT);
+    al_h5_leave();
+    assert_non_null(strstr(e.msg, "x.h5: corrupt HDF5 file"));
+    assert_non_null(strstr(e.msg, "signal 9"));
+
+    /* The fuzzer's file: a variable-length string attribute whose global heap object
+     * is corrupt makes libhdf5 1.10.8 write out of bounds; on a fixed libhdf5 it is an
+     * ordinary format error. Either way a clean AL_ERR_FORMAT naming the file. */
+    const char *crash = "tests/fuzz/regressions/hdf5/libhdf5_vlen_global_heap.h5";
+    al_ckpt *c = NULL;
+    assert_int_equal(al_ckpt_open(&c, crash, &e), AL_ERR_FORMAT);
+    assert_null(c);
+    assert_non_null(strstr(e.msg, crash));
+
+    /* A global heap that sends libhdf5 into an endless loop: the child's time limit. */
+    const char *loop = "tests/fuzz/regressions/hdf5/libhdf5_global_heap_loop.h5";
+    al_h5_probe_limit(500);
+    assert_int_equal(al_ckpt_open(&c, loop, &e), AL_ERR_FORMAT);
+    al_h5_probe_limit(120000);
+    assert_null(c);
+    assert_non_null(strstr(e.msg, "within 0.5 s"));
+}
+
 static void test_open_errors(void **state)
 {
     (void)state;
@@ -669,6 +707,7 @@ int main(void)
         cmocka_unit_test(test_legacy_synthetic),
         cmocka_unit_test(test_legacy_plain_keras),
         cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_probe),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

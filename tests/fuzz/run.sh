@@ -2,7 +2,8 @@
 # Run each libFuzzer target for a while (make fuzz). Usage:
 #   sh tests/fuzz/run.sh BINDIR SECONDS [TARGET...]
 # Working corpora and crash artifacts go to build-fuzz/; the committed seeds in
-# tests/fuzz/seeds/ are read, never written. FUZZ_PAR=N runs N targets at once.
+# tests/fuzz/seeds/ are read, never written. FUZZ_PAR=N runs N targets at once;
+# FUZZ_RUNS=N also stops a target after N executions (whichever limit comes first).
 set -u
 bindir=$1; secs=$2; shift 2
 targets=${*:-$(cd "$bindir" && ls fuzz_* | grep -v "\.d$" | sed "s/^fuzz_//")}
@@ -13,11 +14,15 @@ run_one() {
     t=$1
     mkdir -p "$out/corpus/$t"
     # libhdf5 1.10.8 itself leaks an object header when H5Dopen2 fails on some corrupted
-    # files (tests/fuzz/RESULTS.md): leak checks are off for that target only
-    extra=; [ "$t" = hdf5 ] && extra=-detect_leaks=0
+    # files (tests/fuzz/RESULTS.md): leak checks are off for that target only. Its known
+    # crashes inside libhdf5 happen in alloy's checking child (al_h5_probe) and are
+    # contained; symbolizing each one's report would cost most of the run.
+    extra=; san=
+    [ "$t" = hdf5 ] && { extra=-detect_leaks=0; san=symbolize=0; }
     # YAML and JSON inputs past a few KB only slow the search down
     case $t in recipe|facts|index|tokenizer_json) extra="$extra -max_len=4096";; esac
-    "$bindir/fuzz_$t" $extra -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    [ -n "${FUZZ_RUNS:-}" ] && extra="$extra -runs=$FUZZ_RUNS"
+    ASAN_OPTIONS="${san}${ASAN_OPTIONS:+:$ASAN_OPTIONS}" "$bindir/fuzz_$t" $extra -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$out/crashes/$t-" "$out/corpus/$t" "tests/fuzz/seeds/$t" >"$out/logs/$t.log" 2>&1
     echo $? >"$out/logs/$t.rc"
 }
