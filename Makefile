@@ -7,10 +7,18 @@
 #   make bench      benchmarks (not part of test); figures go to bench/RESULTS.md by hand
 #   make fuzz       libFuzzer targets (clang), each run FUZZ_TIME seconds; see tests/fuzz/
 #   make install PREFIX=/usr/local
+#   make MPI=1      alloy on MPI (mpicc; Open MPI or MPICH) into build-mpi/: run it
+#                   with mpirun -n N; make MPI=1 test-mpi runs the distributed tests
 #
 # Sources are discovered by folder, so adding a module needs no edit here.
 
 # ---- user settings ----------------------------------------------------------
+# MPI=1: compile with mpicc, add core/mpi/ and -DAL_MPI; the default build has no MPI.
+MPI     ?=
+ifneq ($(MPI),)
+  CC    := mpicc
+  BUILD ?= build-mpi
+endif
 CC      ?= gcc
 PREFIX  ?= /usr/local
 BUILD   ?= build
@@ -43,6 +51,10 @@ ifeq ($(HAVE_OMP),)
 endif
 
 LIB_SRCS  := $(wildcard core/*.c io/*.c recipes/*.c merge/*.c edit/*.c)
+ifneq ($(MPI),)
+  LIB_SRCS += $(wildcard core/mpi/*.c)
+  CFLAGS   += -DAL_MPI
+endif
 CMD_SRCS  := $(wildcard cmd/*.c)
 TEST_SRCS := $(wildcard tests/test_*.c)
 TUTIL_SRCS:= $(wildcard tests/util/*.c)
@@ -59,7 +71,7 @@ REPLAY_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz-replay/%)
 LIB := $(BUILD)/liballoy.a
 BIN := $(BUILD)/alloy
 
-.PHONY: all test unit e2e asan fuzz fuzz-bins demo bench bench-tools install clean
+.PHONY: all test test-mpi unit e2e asan fuzz fuzz-bins demo bench bench-tools install clean
 all: $(BIN)
 
 $(LIB): $(LIB_OBJS)
@@ -115,6 +127,17 @@ unit: $(TEST_BINS)
 e2e: $(BIN) $(BENCH_BINS) $(REPLAY_BINS)
 	@ALLOY=$(abspath $(BIN)) GEN=$(abspath $(BUILD)/bench/gen_llama) REPLAY=$(abspath $(BUILD)/fuzz-replay) \
 	  sh tests/e2e/run.sh
+
+# Distributed tests: make MPI=1 test-mpi (needs Open MPI or MPICH: tools/deps.sh). The
+# MPI build's alloy is compared with the default build's, which is built first.
+test-mpi: $(BIN) $(BUILD)/tests/mpi/stats_cmp
+	@$(MAKE) --no-print-directory MPI= BUILD=build build/alloy
+	ALLOY=$(abspath build/alloy) ALLOY_MPI=$(abspath $(BIN)) STATS_CMP=$(abspath $(BUILD)/tests/mpi/stats_cmp) \
+	  sh tests/mpi/t_mpi.sh
+
+$(BUILD)/tests/mpi/%: tests/mpi/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
 # unit first, then e2e (sequential so the logs read in order; builds still use -j)
 test: $(TEST_BINS) $(BIN) $(BENCH_BINS) $(REPLAY_BINS)

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Benchmarks (not tests). Usage: sh bench/run.sh [convert]   (after `make bench-tools`)
+# Benchmarks (not tests). Usage: sh bench/run.sh [convert|merge|lines|mpi|forward|edit]
+# (after `make bench-tools`; mpi also needs `make MPI=1`)
 # Data goes to bench/data/ (git-ignored; several GB). Figures are printed; copy them,
 # with this command, into bench/RESULTS.md.
 set -eu
@@ -102,6 +103,30 @@ if [ "$what" = lines ]; then
     echo "-- alloy merge (ties + lines alpha: auto), 2 threads, warm"
     $PM $ALLOY merge "$D/ties-lines.yaml" -o "$D/out" --threads 2 --quiet
     rm -rf "$D/out"
+fi
+
+if [ "$what" = mpi ]; then
+    # The TIES merge above split over MPI ranks (make MPI=1 first): output in 256 MB
+    # shards (8), so that there is something to split. This machine has 2 cores: ranks
+    # compete for them, so 4 ranks is oversubscribed; each rank gets 2/N threads.
+    [ -f "$D/ties.yaml" ] || { echo "run 'sh bench/run.sh merge' first"; exit 1; }
+    MB=${BUILD_MPI:-build-mpi}/alloy
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+    export OMPI_MCA_btl_vader_single_copy_mechanism=none
+    cat "$D"/base/model.safetensors "$D"/ft*/model.safetensors >/dev/null
+    rm -rf "$D/out" "$D/out-mpi"
+    echo "-- one process (default build), 2 threads, warm"
+    s0=$(now); $ALLOY merge "$D/ties.yaml" -o "$D/out" --threads 2 --shard-size 256MB --quiet; s1=$(now)
+    echo "wall $(secs $s0 $s1) s"
+    for n in 1 2 4; do
+        t=$((2 / n)); [ $t -ge 1 ] || t=1
+        rm -rf "$D/out-mpi"
+        echo "-- mpirun -n $n, $t thread(s) per rank, warm"
+        s0=$(now); mpirun -n $n $MB merge "$D/ties.yaml" -o "$D/out-mpi" --threads $t --shard-size 256MB --quiet; s1=$(now)
+        echo "wall $(secs $s0 $s1) s"
+        diff -r "$D/out" "$D/out-mpi" >/dev/null && echo "output byte-identical to one process" || echo "OUTPUT DIFFERS"
+    done
+    rm -rf "$D/out" "$D/out-mpi"
 fi
 
 if [ "$what" = forward ]; then

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../core/comm.h"
 #include "../core/status.h"
 #include "../edit/facts.h"
 
@@ -14,6 +15,12 @@ typedef struct {
     int (*run)(int argc, char **argv);   /* argv[0] is the subcommand name */
     const char *summary;
 } cli_command;
+
+/* The MPI world when alloy was built with MPI=1 and runs under mpirun with more than
+ * one rank; NULL otherwise. Ranks other than 0 print nothing (main.c sends their
+ * stdout and stderr to /dev/null unless ALLOY_MPI_VERBOSE is set); every failure
+ * reaches rank 0 through the library's agreement points. */
+extern const al_comm *cli_comm;
 
 /* Print "alloy: <msg>" for a failed call and return its exit code. */
 int cli_report(const al_error *err);

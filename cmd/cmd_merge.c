@@ -180,7 +180,7 @@ int cmd_merge(int argc, char **argv)
 {
     const char *recipe_path = NULL, *out = NULL;
     bool check = false, quiet = false, list_models = false;
-    al_merge_opts o = {0};
+    al_merge_opts o = {.comm = cli_comm, .fail_tensor = getenv("ALLOY_TEST_FAIL_TENSOR")};
     long threads = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -247,6 +247,12 @@ int cmd_merge(int argc, char **argv)
     print_warnings(&r->warnings);
     /* an `edits:` stage is read now, so that its errors come before any tensor */
     if (r->docs[r->n_docs - 1].has_edits) {
+        if (al_comm_multi(cli_comm)) {
+            al_errorf(&err, AL_ERR_UNSUPPORTED, "%s: an `edits:` stage does not run under MPI yet; merge "
+                      "with mpirun, then run `alloy edit` on the output", recipe_path);
+            rc = cli_report(&err);
+            goto done;
+        }
         cli_edit_opts eo = {0};
         if (al_facts_parse_stage(text, len, recipe_path, &stage, &err) != AL_OK ||
             cmd_edit_precheck(stage, &eo, &err) != AL_OK) {

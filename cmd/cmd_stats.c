@@ -120,7 +120,7 @@ int cmd_stats(int argc, char **argv)
         progress_ctx pc = {now_s(), 0, quiet};
         al_stats_opts o = {.layer = (int)layer, .corpus = corpus, .max_tokens = tokens,
                            .truncate = (int)truncate, .batch_tokens = (int)batch,
-                           .model_path = model, .progress = on_progress, .user = &pc};
+                           .model_path = model, .progress = on_progress, .user = &pc, .comm = cli_comm};
         if (al_stats_compute(m, tok, &o, &s, &err) != AL_OK) {
             if (!quiet) fputc('\n', stderr);
             rc = cli_report(&err);
@@ -131,7 +131,9 @@ int cmd_stats(int argc, char **argv)
             fprintf(stderr, "\r  %lld tokens in %.2f s: %.0f tokens/s%20s\n", (long long)s->count, dt,
                     (double)s->count / (dt > 1e-9 ? dt : 1e-9), "");
     }
-    if (al_stats_save(s, out, &err) != AL_OK) { rc = cli_report(&err); goto done; }
+    /* rank 0 writes; the others learn whether it could */
+    al_status sv = al_comm_rank(cli_comm) == 0 ? al_stats_save(s, out, &err) : AL_OK;
+    if (al_comm_agree(cli_comm, sv, &err) != AL_OK) { rc = cli_report(&err); goto done; }
     summary(s, out);
 done:
     al_stats_free(s);

@@ -3,16 +3,21 @@
  * Exit codes: 0 ok, 1 usage, 2 bad input (malformed file, recipe, shapes), 3 I/O,
  * 4 out of memory, 5 not supported, 70 internal error. */
 #include <cblas.h>
+#include <fcntl.h>
 #include <signal.h>
-#include <unistd.h>
-#include "../core/emergency.h"
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <strings.h>
 #include <unistd.h>
-#include <stdio.h>
-#include <string.h>
 
+#include "../core/emergency.h"
 #include "cli.h"
+#ifdef AL_MPI
+#include "../core/mpi/comm_mpi.h"
+#endif
+
+const al_comm *cli_comm;
 
 #define ALLOY_VERSION "0.1.0"
 
@@ -90,7 +95,29 @@ static void install_handlers(void)
     sigaction(SIGHUP, &sa, NULL);
 }
 
+static int run(int argc, char **argv);
+
 int main(int argc, char **argv)
+{
+#ifdef AL_MPI
+    fix_openblas_core(argv);    /* before MPI_Init: it may exec us again */
+    const al_comm *w = al_comm_mpi_init(&argc, &argv);
+    if (!w) { fprintf(stderr, "alloy: error: MPI_Init failed\n"); return 3; }
+    if (w->size > 1) cli_comm = w;
+    if (w->rank > 0 && !getenv("ALLOY_MPI_VERBOSE")) {
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0) { dup2(fd, 1); dup2(fd, 2); close(fd); }
+    }
+    int rc = run(argc, argv);
+    fflush(NULL);
+    al_comm_mpi_finish();
+    return rc;
+#else
+    return run(argc, argv);
+#endif
+}
+
+static int run(int argc, char **argv)
 {
     /* Past a file-size limit (ulimit -f) the kernel would kill us with SIGXFSZ before
      * the temporary output could be removed; ignored, the write fails with EFBIG and

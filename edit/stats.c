@@ -237,8 +237,8 @@ static al_status hash_rest(line_rd *r, al_error *err)
 
 /* ---- computation ------------------------------------------------------------------ */
 
-al_status al_stats_compute(const al_model *m, const al_tokenizer *tok, const al_stats_opts *o,
-                           al_stats **out, al_error *err)
+static al_status stats_compute_local(const al_model *m, const al_tokenizer *tok, const al_stats_opts *o,
+                                     al_stats **out, al_error *err)
 {
     const al_model_config *g = al_model_cfg(m);
     *out = NULL;
@@ -284,7 +284,7 @@ al_status al_stats_compute(const al_model *m, const al_tokenizer *tok, const al_
     }
     if ((st = al_model_ws_new(&ws, m, Bm, Tm, err)) != AL_OK) goto done;
 
-    int64_t count = 0, ndocs = 0;
+    int64_t count = 0, ndocs = 0, batch_no = 0;
     bool more = true;
     while (more) {
         /* 1. a batch: up to Bm documents, right-padded to the longest (T <= Tm) */
@@ -316,6 +316,14 @@ al_status al_stats_compute(const al_model *m, const al_tokenizer *tok, const al_
             if (!more) break;
         }
         if (!B) break;
+        /* a distributed run: this rank's batches only, the same count everywhere */
+        bool mine = !al_comm_multi(o->comm) || batch_no % o->comm->size == o->comm->rank;
+        batch_no++;
+        if (!mine) {
+            count += n;
+            if (o->progress) o->progress(count, ndocs, o->user);
+            continue;
+        }
         /* 2. the grid is B x T with row stride T: repack rows from stride Tm */
         for (int b = 1; b < B; b++) memmove(tokens + (size_t)b * T, tokens + (size_t)b * Tm, (size_t)lens[b] * sizeof *tokens);
         int k = 0;
@@ -358,6 +366,21 @@ done:
     al_free(keys); al_free(k64);
     al_model_ws_free(ws);
     al_stats_free(s);
+    return st;
+}
+
+al_status al_stats_compute(const al_model *m, const al_tokenizer *tok, const al_stats_opts *o,
+                           al_stats **out, al_error *err)
+{
+    al_status st = al_comm_agree(o->comm, stats_compute_local(m, tok, o, out, err), err);
+    if (st == AL_OK && al_comm_multi(o->comm)) {
+        al_stats *s = *out;
+        st = al_comm_sum_f64(o->comm, s->sum, (size_t)s->m * (size_t)s->m, err);
+        /* symmetric again: MPI may reduce the two halves in different orders */
+        for (int i = 0; i < s->m && st == AL_OK; i++)
+            for (int j = 0; j < i; j++) s->sum[(size_t)i * s->m + j] = s->sum[(size_t)j * s->m + i];
+    }
+    if (st != AL_OK) { al_stats_free(*out); *out = NULL; }
     return st;
 }
 
@@ -422,14 +445,14 @@ done:
     return st;
 }
 
-al_status al_stats_load(const char *path, al_stats **out, al_error *err)
+/* The load itself; the HDF5 lock is held. */
+static al_status stats_load_locked(const char *path, al_stats **out, al_error *err)
 {
     *out = NULL;
     al_status st = AL_OK;
     al_stats *s = NULL;
     char d[160], *fmt = NULL;
     hid_t f = -1, ds = -1, sp = -1, ty = -1;
-    al_h5_enter();
     if ((f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT)) < 0) {
         st = access(path, R_OK) != 0 ? al_errorf(err, AL_ERR_IO, "%s: %s", path, strerror(errno))
                                      : al_errorf(err, AL_ERR_FORMAT, "%s: not an HDF5 file: %s", path, al_h5_why(d, sizeof d));
@@ -487,8 +510,24 @@ done:
     if (sp >= 0) H5Sclose(sp);
     if (ds >= 0) H5Dclose(ds);
     if (f >= 0) H5Fclose(f);
-    al_h5_leave();
     al_free(fmt);
     al_stats_free(s);
+    return st;
+}
+
+static void stats_probe(void *path)
+{
+    al_stats *s = NULL;
+    al_error e;
+    stats_load_locked(path, &s, &e);
+}
+
+al_status al_stats_load(const char *path, al_stats **out, al_error *err)
+{
+    *out = NULL;
+    al_h5_enter();
+    al_status st = al_h5_probe(path, stats_probe, (void *)path, err);
+    if (st == AL_OK) st = stats_load_locked(path, out, err);
+    al_h5_leave();
     return st;
 }

@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../core/comm.h"
 #include "../core/status.h"
 #include "../io/tokenizer.h"
 #include "model.h"
@@ -51,6 +52,12 @@ typedef struct {
     const char *model_path;     /* provenance only (stored as given); may be NULL */
     al_stats_progress_fn progress;
     void *user;
+    /* Distributed (nullable = one process): every rank reads and batches the whole
+     * corpus the same way, but runs the model only on batches b with b % size == rank;
+     * the partial sums are added over ranks in F64 and every rank gets the total. It
+     * equals the one-process S up to the order of those additions (each element is a
+     * different sum of the same F64 terms: relative differences near 1e-15). */
+    const al_comm *comm;
 } al_stats_opts;
 
 /* Stream the corpus through the model and accumulate S and n (see the header comment).

@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../core/comm.h"
 #include "../core/status.h"
 #include "../core/tensor.h"
 
@@ -85,6 +86,17 @@ typedef struct {
     int compress;              /* HDF5: deflate level 0..9 (0 = contiguous, no filter) */
     bool force;                /* replace an existing output path */
     const char *const *inputs; /* paths the output must not coincide with; NULL-terminated */
+    /* Distributed writing (nullable = one process): every rank declares the same
+     * tensors; begin gives each shard to one rank (balanced by bytes, the same on every
+     * rank), a rank writes only the tensors of its shards (al_writer_owns), in order,
+     * and commit is collective: rank 0 adds the index and renames the output into
+     * place once every rank has finished its shards. open, begin and commit are
+     * agreement points (core/comm.h). The output directory may be on a filesystem
+     * all ranks share, or node-local (each rank's `path` on its own disk, or a
+     * different path per rank): then each node's directory holds the shards its
+     * ranks wrote, rank 0's also the index and whatever the caller adds, and copying
+     * them together gives the whole checkpoint. */
+    const al_comm *comm;
 } al_writer_opts;
 
 typedef struct al_writer al_writer;
@@ -100,11 +112,16 @@ al_status al_writer_begin(al_writer *w, al_error *err);
  * the end of one tensor and the start of the next only if nbytes is a whole number
  * of elements of each. */
 al_status al_writer_write(al_writer *w, const void *data, uint64_t nbytes, al_error *err);
+/* After begin: whether this rank writes tensor i (always true with one process). */
+bool al_writer_owns(const al_writer *w, size_t i);
 /* Directory of the temporary output (dir mode) where callers may add config.json,
  * tokenizer files and so on before commit; NULL in file mode. */
 const char *al_writer_tmpdir(const al_writer *w);
 /* Finish: every declared byte must have been written. Flush, fsync, rename into place. */
 al_status al_writer_commit(al_writer *w, al_error *err);
+/* The collective form: `local` is this rank's status so far (an error skips the
+ * commit on every rank, which all return the lowest failing rank's error). */
+al_status al_writer_finish(al_writer *w, al_status local, al_error *err);
 /* Free; removes the temporary output unless committed. Accepts NULL. */
 void al_writer_free(al_writer *w);
 

@@ -16,6 +16,7 @@
 #include <ftw.h>
 #include <jansson.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,7 @@ typedef struct {
 typedef struct {
     size_t first, count;   /* tensors [first, first+count) */
     uint64_t bytes;
+    int part;              /* the rank that writes it */
     char fname[64];
 } wr_shard;
 
@@ -52,7 +54,10 @@ struct al_writer {
     void *handle;          /* open shard writer */
     size_t cur, shard;     /* current tensor and shard */
     uint64_t done;         /* bytes written of the current tensor */
-    bool begun, committed, failed;
+    bool begun, started, committed, failed;
+    bool leader;           /* rank 0: creates tmp, adds the index, publishes */
+    bool owner;            /* created this tmp: publishes it, removes it on failure
+                              (rank 0, or the first rank of a node-local output) */
     int emergency;         /* al_emergency_temp slot of tmp, or -1 */
 };
 
@@ -143,15 +148,23 @@ al_status al_writer_open(al_writer **out, const char *path, const al_writer_opts
     size_t dlen = slash ? (size_t)(slash - w->path + 1) : 0;
     size_t tl = len + 64;
     if (!(w->tmp = al_malloc(tl))) { s = al_errorf(err, AL_ERR_NOMEM, "out of memory"); goto fail; }
-    snprintf(w->tmp, tl, "%.*s.%s.alloy-tmp-%ld", (int)dlen, w->path, w->path + dlen, (long)getpid());
-    al_remove_tree(w->tmp);   /* a leftover of a killed run that had our pid */
-    w->emergency = al_emergency_temp(w->tmp);   /* removed even if a signal ends us */
+    /* one name for all ranks: rank 0's pid */
+    int64_t tag = (int64_t)getpid();
+    if ((s = al_comm_bcast(opts->comm, &tag, sizeof tag, 0, err)) != AL_OK) goto fail;
+    snprintf(w->tmp, tl, "%.*s.%s.alloy-tmp-%lld", (int)dlen, w->path, w->path + dlen, (long long)tag);
+    w->leader = w->owner = al_comm_rank(opts->comm) == 0;
+    if (w->leader) {
+        al_remove_tree(w->tmp);   /* a leftover of a killed run that had our pid */
+        w->emergency = al_emergency_temp(w->tmp);   /* removed even if a signal ends us */
+    }
     w->ops = w->opts.format == AL_FMT_HDF5 ? &al_hdf5_writer_ops : &al_safetensors_writer_ops;
+fail:
+    if ((s = al_comm_agree(opts->comm, s, err)) != AL_OK) {
+        al_writer_free(w);
+        return s;
+    }
     *out = w;
     return AL_OK;
-fail:
-    al_writer_free(w);
-    return s;
 }
 
 al_status al_writer_add(al_writer *w, const char *name, al_dtype dtype, int ndim,
@@ -221,17 +234,55 @@ static al_status close_shard(al_writer *w, al_error *err)
 static al_status advance(al_writer *w, al_error *err)
 {
     al_status s;
-    while (w->shard < w->nshards) {
+    int me = al_comm_rank(w->opts.comm);
+    w->started = true;
+    for (; w->shard < w->nshards; w->shard++) {
         const wr_shard *sh = &w->shards[w->shard];
+        if (sh->part != me) {                 /* another rank's shard */
+            w->cur = sh->first + sh->count;
+            w->done = 0;
+            continue;
+        }
+        if (!w->handle && (s = open_shard(w, w->shard, err)) != AL_OK) return s;
         while (w->cur < sh->first + sh->count && w->done == w->t[w->cur].nbytes) {
             w->cur++;
             w->done = 0;
         }
         if (w->cur < sh->first + sh->count) return AL_OK;
         if ((s = close_shard(w, err)) != AL_OK) return s;
-        if (++w->shard < w->nshards && (s = open_shard(w, w->shard, err)) != AL_OK) return s;
     }
     return AL_OK;
+}
+
+/* Longest-processing-time-first: shards by bytes, largest first (ties: lower index),
+ * each to the rank with the fewest bytes so far (ties: lower rank). Deterministic, so
+ * every rank computes the same assignment. O(shards * (shards + ranks)). */
+static al_status assign_parts(al_writer *w, al_error *err)
+{
+    int np = w->opts.comm ? w->opts.comm->size : 1;
+    if (np <= 1) return AL_OK;
+    uint64_t *load = al_calloc((size_t)np, sizeof *load);
+    if (!load) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    for (size_t k = 0; k < w->nshards; k++) w->shards[k].part = -1;
+    for (size_t taken = 0; taken < w->nshards; taken++) {
+        size_t best = SIZE_MAX;
+        for (size_t k = 0; k < w->nshards; k++)
+            if (w->shards[k].part < 0 && (best == SIZE_MAX || w->shards[k].bytes > w->shards[best].bytes)) best = k;
+        int r0 = 0;
+        for (int r = 1; r < np; r++) if (load[r] < load[r0]) r0 = r;
+        w->shards[best].part = r0;
+        load[r0] += w->shards[best].bytes;
+    }
+    al_free(load);
+    return AL_OK;
+}
+
+bool al_writer_owns(const al_writer *w, size_t i)
+{
+    for (size_t k = 0; k < w->nshards; k++)
+        if (i >= w->shards[k].first && i < w->shards[k].first + w->shards[k].count)
+            return w->shards[k].part == al_comm_rank(w->opts.comm);
+    return false;
 }
 
 al_status al_writer_begin(al_writer *w, al_error *err)
@@ -260,10 +311,27 @@ al_status al_writer_begin(al_writer *w, al_error *err)
         else snprintf(w->shards[k].fname, sizeof w->shards[k].fname, "model-%05zu-of-%05zu.safetensors",
                       k + 1, w->nshards);
     }
-    if (w->opts.dir && mkdir(w->tmp, 0755) != 0)
-        return al_errorf(err, AL_ERR_IO, "cannot create %s: %s", w->tmp, strerror(errno));
-    if ((s = open_shard(w, 0, err)) != AL_OK) return s;
-    return advance(w, err);
+    s = assign_parts(w, err);
+    if (s == AL_OK && w->leader && w->opts.dir && mkdir(w->tmp, 0755) != 0)
+        s = al_errorf(err, AL_ERR_IO, "cannot create %s: %s", w->tmp, strerror(errno));
+    /* others create files in tmp only once it exists */
+    if ((s = al_comm_agree(w->opts.comm, s, err)) != AL_OK) return s;
+    /* A rank that does not see rank 0's temporary writes to another filesystem (a
+     * node-local output directory): the first such rank of its node creates the
+     * temporary there and later publishes it as that node's part of the output. */
+    if (w->opts.dir && al_comm_multi(w->opts.comm)) {
+        struct stat st;
+        if (!w->leader && lstat(w->tmp, &st) != 0) {
+            if (mkdir(w->tmp, 0755) == 0) {
+                w->owner = true;
+                w->emergency = al_emergency_temp(w->tmp);
+            } else if (errno != EEXIST) {
+                s = al_errorf(err, AL_ERR_IO, "cannot create %s: %s", w->tmp, strerror(errno));
+            }
+        }
+        if ((s = al_comm_agree(w->opts.comm, s, err)) != AL_OK) return s;
+    }
+    return al_comm_multi(w->opts.comm) ? AL_OK : advance(w, err);
 }
 
 al_status al_writer_write(al_writer *w, const void *data, uint64_t nbytes, al_error *err)
@@ -271,6 +339,7 @@ al_status al_writer_write(al_writer *w, const void *data, uint64_t nbytes, al_er
     const char *p = data;
     al_status s;
     if (!w->begun || w->failed) return al_errorf(err, AL_ERR_USAGE, "writer not ready");
+    if (!w->started && (s = advance(w, err)) != AL_OK) { w->failed = true; return s; }
     while (nbytes) {
         if (w->cur >= w->n) {
             w->failed = true;
@@ -329,16 +398,42 @@ done:
     return s;
 }
 
-al_status al_writer_commit(al_writer *w, al_error *err)
+/* This rank's part is complete: every tensor of its shards written, shards closed. */
+static al_status check_done(al_writer *w, al_error *err)
 {
     al_status s;
     if (!w->begun || w->failed) return al_errorf(err, AL_ERR_USAGE, "%s: writer failed earlier; nothing committed", w->path);
+    if (!w->started && (s = advance(w, err)) != AL_OK) { w->failed = true; return s; }
     if (w->cur < w->n) {
         w->failed = true;
         return al_errorf(err, AL_ERR_INTERNAL, "%s: tensor '%s' incomplete (%llu of %llu bytes written)", w->path,
                          w->t[w->cur].name, (unsigned long long)w->done, (unsigned long long)w->t[w->cur].nbytes);
     }
-    if (w->opts.dir && w->nshards > 1 && (s = write_index(w, err)) != AL_OK) return s;
+    return AL_OK;
+}
+
+al_status al_writer_commit(al_writer *w, al_error *err)
+{
+    return al_writer_finish(w, AL_OK, err);
+}
+
+static al_status publish(al_writer *w, al_error *err);
+
+al_status al_writer_finish(al_writer *w, al_status local, al_error *err)
+{
+    al_status s = local != AL_OK ? local : check_done(w, err);
+    if ((s = al_comm_agree(w->opts.comm, s, err)) != AL_OK) return s;
+    s = w->owner ? publish(w, err) : AL_OK;
+    if ((s = al_comm_agree(w->opts.comm, s, err)) != AL_OK) return s;
+    w->committed = true;
+    return AL_OK;
+}
+
+/* Once every shard is complete: the index (rank 0), fsync, rename into place. */
+static al_status publish(al_writer *w, al_error *err)
+{
+    al_status s;
+    if (w->leader && w->opts.dir && w->nshards > 1 && (s = write_index(w, err)) != AL_OK) return s;
     if (w->opts.dir && fsync_path(w->tmp) != 0)
         return al_errorf(err, AL_ERR_IO, "%s: fsync failed: %s", w->tmp, strerror(errno));
     /* Replace an existing output (--force): move it aside first, so that the
@@ -380,7 +475,7 @@ void al_writer_free(al_writer *w)
 {
     if (!w) return;
     if (w->handle) w->ops->close(w->handle);
-    if (w->tmp && !w->committed) al_remove_tree(w->tmp);
+    if (w->tmp && w->owner && !w->committed) al_remove_tree(w->tmp);
     al_emergency_forget(w->emergency);
     for (size_t i = 0; i < w->n; i++) al_free(w->t[i].name);
     al_free(w->t);

@@ -18,7 +18,6 @@
 #endif
 
 #define AL_BSUM_GROUP 256     /* full blocks summed per parallel region */
-#define AL_HIST_BINS 65536
 #define AL_HIST_PAR_MIN ((int64_t)1 << 18)  /* below this, count serially */
 
 int al_kern_threads(void)

@@ -61,6 +61,7 @@ void al_bsum_free(al_bsum *s);
  * Keys: order-preserving uint32 (for |x|: float bits & 0x7fffffff). Up to
  * AL_RSEL_MAXT ranks per key stream share the top-16-bit histogram. */
 #define AL_RSEL_MAXT 3
+#define AL_HIST_BINS 65536          /* bins per pass: 16 bits of the key */
 typedef void (*al_key_fn)(void *ctx, uint32_t *keys, int64_t i0, int64_t i1);
 
 typedef struct {

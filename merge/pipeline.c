@@ -62,6 +62,7 @@ typedef struct {
            epsilon[AL_MERGE_MAX_MODELS], scale[AL_MERGE_MAX_MODELS];
     bool set_weight, set_density, set_gamma, set_epsilon, set_scale;
     bool trim_model;           /* ties trim_scope: model */
+    bool mine;                 /* this rank writes it (always, with one process) */
     bool perm;                 /* embedding/head rows follow the merged vocabulary */
     long layer;                /* output block index, -1 outside the blocks */
     double lines_a, lines_b;   /* merge_method: lines parameters */
@@ -1292,34 +1293,47 @@ static al_status trim_prepass(al_merge_job *j, al_error *err)
     memset(sel, 0, sizeof sel);
     float *bb = al_malloc_aligned((size_t)CHUNK_ELEMS * 4), *xb = al_malloc_aligned((size_t)CHUNK_ELEMS * 4);
     if (!bb || !xb) { s = al_errorf(err, AL_ERR_NOMEM, "out of memory"); goto done; }
-    for (int m = 0; m < nm; m++) {
+    for (int m = 0; m < nm && s == AL_OK; m++) {
         double d = t0->set_density ? t0->density[m] : 1.0;
         k[m] = (int64_t)floor(d * (double)total);
         int64_t kk = k[m] < 1 ? 1 : k[m] > total ? total : k[m];
-        if ((s = al_rsel_init(&sel[m], 1, &kk, err)) != AL_OK) goto done;
+        s = al_rsel_init(&sel[m], 1, &kk, err);
     }
+    if ((s = al_comm_agree(j->o.comm, s, err)) != AL_OK) goto done;
+    /* Each rank counts its own tensors; the histograms (integer counts) are summed
+     * over ranks before each pass's selection, so every rank gets the exact
+     * one-process threshold. */
     for (int pass = 0; pass < 2; pass++) {
-        for (size_t i = 0; i < j->n; i++) {
+        for (size_t i = 0; i < j->n && s == AL_OK; i++) {
             const jb_tensor *jt = &j->t[i];
-            if (jt->pub.copy) continue;
+            if (jt->pub.copy || !jt->mine) continue;
             int64_t rows = jt->pub.ndim ? jt->pub.shape[0] : 1, rrow = al_shape_row_numel(jt->pub.ndim, jt->pub.shape);
             int64_t crows = rrow > CHUNK_ELEMS ? 1 : CHUNK_ELEMS / rrow;
             al_ckpt *bck = j->models[jt->in_model[nm]].ck;
-            for (int64_t r = 0; r < rows && rrow > 0; r += crows) {
+            for (int64_t r = 0; r < rows && rrow > 0 && s == AL_OK; r += crows) {
                 int64_t nr = rows - r < crows ? rows - r : crows;
-                if ((s = al_ckpt_read(bck, (size_t)jt->in_tensor[nm], r, nr, bb, AL_F32, err)) != AL_OK) goto done;
-                for (int m = 0; m < nm; m++) {
+                if ((s = al_ckpt_read(bck, (size_t)jt->in_tensor[nm], r, nr, bb, AL_F32, err)) != AL_OK) break;
+                for (int m = 0; m < nm && s == AL_OK; m++) {
                     if ((s = al_ckpt_read(j->models[jt->in_model[m]].ck, (size_t)jt->in_tensor[m], r, nr, xb,
-                                          AL_F32, err)) != AL_OK) goto done;
+                                          AL_F32, err)) != AL_OK) break;
                     trim_ctx c = {bb, xb};
                     if (pass == 0) al_rsel_count_hi(&sel[m], nr * rrow, trim_keys, &c);
                     else al_rsel_count_lo(&sel[m], nr * rrow, trim_keys, &c);
                 }
             }
         }
+        if ((s = al_comm_agree(j->o.comm, s, err)) != AL_OK) goto done;
         for (int m = 0; m < nm; m++) {
-            if (pass == 0) al_rsel_finish_hi(&sel[m]);
-            else al_rsel_finish_lo(&sel[m]);
+            if (pass == 0) {
+                uint64_t cnt = (uint64_t)sel[m].n;
+                if ((s = al_comm_sum_u64(j->o.comm, sel[m].hi, AL_HIST_BINS, err)) != AL_OK ||
+                    (s = al_comm_sum_u64(j->o.comm, &cnt, 1, err)) != AL_OK) goto done;
+                sel[m].n = (int64_t)cnt;
+                al_rsel_finish_hi(&sel[m]);
+            } else {
+                if ((s = al_comm_sum_u64(j->o.comm, sel[m].lo, AL_HIST_BINS, err)) != AL_OK) goto done;
+                al_rsel_finish_lo(&sel[m]);
+            }
         }
     }
     for (int m = 0; m < nm; m++)
@@ -1339,7 +1353,6 @@ done:
 static al_status lines_auto_alpha(al_merge_job *j, al_error *err)
 {
     al_status s = AL_OK;
-    double acc[2] = {0.0, 0.0};
     int T = 0;
     size_t cap = CHUNK_ELEMS;
     for (size_t i = 0; i < j->n; i++) {
@@ -1348,18 +1361,29 @@ static al_status lines_auto_alpha(al_merge_job *j, al_error *err)
         if ((size_t)rr > cap) cap = (size_t)rr;
         if (t->ndim <= 1 && al_shape_numel(t->ndim, t->shape, &ne) && (size_t)ne > cap) cap = (size_t)ne;
     }
+    /* Two sums per tensor, each rank filling its own tensors' entries: summing the
+     * vectors over ranks adds only zeros to each entry, so the totals below, taken in
+     * tensor order, are the one-process ones bit for bit. */
     float *obuf = al_malloc_aligned(cap * 4);
-    if (!obuf) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    double *per = al_calloc(2 * (j->n ? j->n : 1), sizeof *per), acc[2] = {0.0, 0.0};
+    if (!obuf || !per) s = al_errorf(err, AL_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < j->n && s == AL_OK; i++) {
         jb_tensor *jt = &j->t[i];
         if (jt->pub.copy) continue;
         if (jt->n_models > T) T = jt->n_models;
+        if (!jt->mine) continue;
         double lambda = jt->mp.lambda;
         jt->mp.lambda = 1.0;
-        s = run_tensor(j, jt, NULL, obuf, acc, err);
+        s = run_tensor(j, jt, NULL, obuf, &per[2 * i], err);
         jt->mp.lambda = lambda;
     }
     al_free(obuf);
+    if ((s = al_comm_agree(j->o.comm, s, err)) == AL_OK) s = al_comm_sum_f64(j->o.comm, per, 2 * j->n, err);
+    for (size_t i = 0; i < j->n && s == AL_OK; i++) {
+        acc[0] += per[2 * i];
+        acc[1] += per[2 * i + 1];
+    }
+    al_free(per);
     if (s != AL_OK) return s;
     double alpha = acc[1] > 0.0 && T > 0 ? acc[0] / ((double)T * acc[1]) : 1.0;
     for (size_t i = 0; i < j->n; i++)
@@ -1370,6 +1394,8 @@ static al_status lines_auto_alpha(al_merge_job *j, al_error *err)
 }
 
 double al_merge_job_lines_alpha(const al_merge_job *j) { return j->lines_alpha; }
+
+static al_status write_side_files(const al_merge_job *j, const char *tmp, al_error *err);
 
 al_status al_merge_job_run(al_merge_job *j, const char *out_path, al_error *err)
 {
@@ -1383,16 +1409,21 @@ al_status al_merge_job_run(al_merge_job *j, const char *out_path, al_error *err)
     for (size_t i = 0; i < j->n_models; i++) inputs[i] = j->models[i].path;
     al_writer_opts wo = {.format = j->o.out_format, .dir = true,
                          .shard_size = j->o.shard_size ? j->o.shard_size : DEFAULT_SHARD_SIZE,
-                         .force = j->o.force, .inputs = inputs};
+                         .force = j->o.force, .inputs = inputs, .comm = j->o.comm};
     if (wo.format == AL_FMT_HDF5) wo.shard_size = 0;
+    /* Distributed runs: open, begin, the whole-model passes and finish are agreement
+     * points every rank reaches in the same order, failed or not (core/comm.h). */
     if ((s = al_writer_open(&w, out_path, &wo, err)) != AL_OK) goto done;
     uint64_t total = 0;
-    for (size_t i = 0; i < j->n; i++) {
+    for (size_t i = 0; i < j->n && s == AL_OK; i++) {
         const al_job_tensor *t = &j->t[i].pub;
-        if ((s = al_writer_add(w, t->name, t->dtype, t->ndim, t->shape, err)) != AL_OK) goto done;
-        total += tensor_bytes(t);
+        s = al_writer_add(w, t->name, t->dtype, t->ndim, t->shape, err);
     }
-    if ((s = al_writer_begin(w, err)) != AL_OK) goto done;
+    if ((s = al_comm_agree(j->o.comm, s, err)) != AL_OK || (s = al_writer_begin(w, err)) != AL_OK) goto done;
+    for (size_t i = 0; i < j->n; i++) {
+        j->t[i].mine = al_writer_owns(w, i);
+        if (j->t[i].mine) total += tensor_bytes(&j->t[i].pub);
+    }
     for (size_t i = 0; i < j->n; i++)
         if (j->t[i].trim_model) { s = trim_prepass(j, err); break; }
     if (s != AL_OK) goto done;
@@ -1411,38 +1442,54 @@ al_status al_merge_job_run(al_merge_job *j, const char *out_path, al_error *err)
         const al_job_tensor *t = &j->t[i].pub;
         if (al_shape_numel(t->ndim, t->shape, &ne) && t->ndim <= 1 && (size_t)ne > cap) cap = (size_t)ne;
     }
+    /* From here a local failure goes on to al_writer_finish, which tells the others. */
     obuf = al_malloc_aligned(cap * 4);
-    if (!obuf) { s = al_errorf(err, AL_ERR_NOMEM, "out of memory"); goto done; }
-    aw_on = true;
-    if ((s = aw_start(&aw, w, cap * 8, err)) != AL_OK) goto done;   /* F64 output at most */
-    al_merge_progress pr = {0, j->n, 0, total, NULL};
-    for (size_t i = 0; i < j->n; i++) {
-        if ((s = run_tensor(j, &j->t[i], &aw, obuf, NULL, err)) != AL_OK) goto done;
-        pr.tensors_done = i + 1;
+    if (!obuf) s = al_errorf(err, AL_ERR_NOMEM, "out of memory");
+    if (s == AL_OK && (s = aw_start(&aw, w, cap * 8, err)) == AL_OK) aw_on = true;   /* F64 output at most */
+    al_merge_progress pr = {0, 0, 0, total, NULL};
+    for (size_t i = 0; i < j->n; i++) pr.tensors_total += j->t[i].mine;
+    for (size_t i = 0; i < j->n && s == AL_OK; i++) {
+        if (!j->t[i].mine) continue;
+        if (j->o.fail_tensor && strcmp(j->o.fail_tensor, j->t[i].name) == 0) {
+            s = al_errorf(err, AL_ERR_NOTFOUND, "%s: input tensor '%s' not found (injected by the test hook)",
+                          j->models[j->t[i].in_model[0]].path, j->t[i].pub.inputs[0].tensor);
+            break;
+        }
+        if ((s = run_tensor(j, &j->t[i], &aw, obuf, NULL, err)) != AL_OK) break;
+        pr.tensors_done++;
         pr.bytes_done += tensor_bytes(&j->t[i].pub);
         pr.tensor = j->t[i].name;
         if (j->o.progress) j->o.progress(j->o.progress_ud, &pr);
     }
-    aw_on = false;
-    if ((s = aw_stop(&aw, err)) != AL_OK) goto done;
-    const char *tmp = al_writer_tmpdir(w);
-    const char *donor = j->models[j->donor].path, *tdonor = j->models[j->tok_donor].path;
-    const char *torch_dtype = j->d->has_out_dtype ? al_dtype_torch_name(j->d->out_dtype)
-                            : j->d->has_dtype ? al_dtype_torch_name(j->d->dtype) : NULL;
-    if (is_dir(donor) && (s = al_hf_write_config_vocab(donor, tmp, torch_dtype, j->out_layers,
-                                                       j->vocab_on ? (long)j->vocab.rows : -1, err)) != AL_OK) goto done;
-    if (j->vocab_on) tdonor = j->models[j->vocab_source].path;
-    if (is_dir(tdonor) && (s = al_hf_copy_tokenizer(tdonor, tmp, err)) != AL_OK) goto done;
-    if (j->vocab_on && (s = al_vocab_write_tokenizer(&j->vocab, tdonor, tmp, j->vocab_kept, err)) != AL_OK) goto done;
-    if (j->d->chat_template && (s = apply_chat_template(j, tmp, err)) != AL_OK) goto done;
-    if ((s = write_card(j, tmp, err)) != AL_OK) goto done;
-    s = al_writer_commit(w, err);
+    if (aw_on) {
+        aw_on = false;
+        al_status s2 = aw_stop(&aw, s == AL_OK ? err : NULL);
+        if (s == AL_OK) s = s2;
+    }
+    if (s == AL_OK && al_comm_rank(j->o.comm) == 0) s = write_side_files(j, al_writer_tmpdir(w), err);
+    s = al_writer_finish(w, s, err);
 done:
     if (aw_on) aw_stop(&aw, NULL);
     al_free(obuf);
     al_writer_free(w);
     al_free(inputs);
     return s;
+}
+
+/* config.json, tokenizer files and the model card, beside the shards (rank 0). */
+static al_status write_side_files(const al_merge_job *j, const char *tmp, al_error *err)
+{
+    al_status s;
+    const char *donor = j->models[j->donor].path, *tdonor = j->models[j->tok_donor].path;
+    const char *torch_dtype = j->d->has_out_dtype ? al_dtype_torch_name(j->d->out_dtype)
+                            : j->d->has_dtype ? al_dtype_torch_name(j->d->dtype) : NULL;
+    if (is_dir(donor) && (s = al_hf_write_config_vocab(donor, tmp, torch_dtype, j->out_layers,
+                                                       j->vocab_on ? (long)j->vocab.rows : -1, err)) != AL_OK) return s;
+    if (j->vocab_on) tdonor = j->models[j->vocab_source].path;
+    if (is_dir(tdonor) && (s = al_hf_copy_tokenizer(tdonor, tmp, err)) != AL_OK) return s;
+    if (j->vocab_on && (s = al_vocab_write_tokenizer(&j->vocab, tdonor, tmp, j->vocab_kept, err)) != AL_OK) return s;
+    if (j->d->chat_template && (s = apply_chat_template(j, tmp, err)) != AL_OK) return s;
+    return write_card(j, tmp, err);
 }
 
 /* ---- whole recipes ------------------------------------------------------------- */
@@ -1464,24 +1511,32 @@ al_status al_merge_run(const al_recipe *r, const char *out_path, const al_merge_
         bool last = d + 1 == r->n_docs;
         char *dst = NULL;
         if (!last && !o->dry_run) {
-            if (!made && mkdir(work, 0755) != 0) {
+            if (!made && al_comm_rank(o->comm) == 0 && mkdir(work, 0755) != 0)
                 s = al_errorf(err, AL_ERR_IO, "cannot create the work directory %s: %s", work, strerror(errno));
-                break;
+            if ((s = al_comm_agree(o->comm, s, err)) != AL_OK) break;
+            if (!made) {
+                if (al_comm_rank(o->comm) == 0) work_slot = al_emergency_temp(work);   /* removed even if a signal ends us */
+                else if (access(work, F_OK) != 0)    /* a rank on another filesystem */
+                    s = al_errorf(err, AL_ERR_UNSUPPORTED, "%s is not visible here: the outputs of a multi-document "
+                                  "recipe's earlier documents are read by every rank, so OUT must be on a "
+                                  "filesystem all ranks share", work);
+                made = true;
+                if ((s = al_comm_agree(o->comm, s, err)) != AL_OK) break;
             }
-            made = true;
-            work_slot = al_emergency_temp(work);     /* removed even if a signal ends us */
             const char *name = r->docs[d].name ? r->docs[d].name : "unnamed";
             size_t m = strlen(work) + strlen(name) + 2;
             if (!(dst = al_malloc(m))) { s = al_errorf(err, AL_ERR_NOMEM, "out of memory"); break; }
             snprintf(dst, m, "%s/%s", work, name);
         }
         al_merge_job *j = NULL;
-        s = al_merge_job_build(r, d, &oo, &j, err);
+        s = al_comm_agree(o->comm, al_merge_job_build(r, d, &oo, &j, err), err);
         if (s == AL_OK && !o->dry_run) s = al_merge_job_run(j, last ? out_path : dst, err);
         al_merge_job_free(j);
         al_free(dst);
     }
-    if (made) al_remove_tree(work);   /* intermediate outputs are not kept */
+    /* intermediate outputs are not kept; every rank is past its last read of them
+     * (the last document's commit is an agreement point, as is any failure) */
+    if (made && al_comm_rank(o->comm) == 0) al_remove_tree(work);
     al_emergency_forget(work_slot);
     al_free(work);
     return s;

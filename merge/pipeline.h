@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "../core/comm.h"
 #include "../core/status.h"
 #include "../core/tensor.h"
 #include "../io/checkpoint.h"
@@ -52,6 +53,15 @@ typedef struct {
     al_strvec *warnings;          /* receives "warning: ..." lines; nullable */
     const char *work_dir;         /* where earlier documents' outputs are (set by al_merge_run) */
     double *lines_alpha_out;      /* receives LiNeS alpha when the recipe says alpha: auto; nullable */
+    /* Distributed run (nullable = one process): every rank calls with the same recipe
+     * and options; output shards are split among ranks (io/checkpoint.h al_writer),
+     * whole-model statistics (TIES trim_scope: model, LiNeS alpha: auto) are summed
+     * over ranks exactly, rank 0 writes config, tokenizer and model card. The output
+     * is byte-identical to a one-process run. */
+    const al_comm *comm;
+    /* Test hook (ALLOY_TEST_FAIL_TENSOR): writing this output tensor fails as if an
+     * input tensor were missing, on whichever rank writes it. */
+    const char *fail_tensor;
 } al_merge_opts;
 
 /* One input of an output tensor. */

@@ -3,7 +3,7 @@
 # Idempotent; works as root or through sudo. Nothing else is downloaded.
 set -eu
 PKGS="build-essential pkg-config libyaml-dev libhdf5-dev zlib1g-dev libjansson-dev
-      libpcre2-dev libcmocka-dev hdf5-tools libopenblas-openmp-dev"
+      libpcre2-dev libcmocka-dev hdf5-tools libopenblas-openmp-dev libopenmpi-dev openmpi-bin"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
