@@ -3,31 +3,23 @@
  * (MPI_THREAD_FUNNELED); OpenMP and the writer thread never do. */
 #include "comm_mpi.h"
 
-#include <limits.h>
 #include <mpi.h>
 
 /* MPI counts are int: large arrays go in pieces. */
 #define PIECE ((size_t)1 << 28)
 
-static int sum_u64(const al_comm *c, uint64_t *v, size_t n)
+/* In-place sum over ranks of n elements of type t (size es), in pieces. */
+static int sum_pieces(void *v, size_t n, MPI_Datatype t, size_t es)
 {
-    (void)c;
     for (size_t i = 0; i < n; i += PIECE) {
         int k = (int)(n - i < PIECE ? n - i : PIECE);
-        if (MPI_Allreduce(MPI_IN_PLACE, v + i, k, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS) return -1;
+        if (MPI_Allreduce(MPI_IN_PLACE, (char *)v + i * es, k, t, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS) return -1;
     }
     return 0;
 }
 
-static int sum_f64(const al_comm *c, double *v, size_t n)
-{
-    (void)c;
-    for (size_t i = 0; i < n; i += PIECE) {
-        int k = (int)(n - i < PIECE ? n - i : PIECE);
-        if (MPI_Allreduce(MPI_IN_PLACE, v + i, k, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS) return -1;
-    }
-    return 0;
-}
+static int sum_u64(const al_comm *c, uint64_t *v, size_t n) { (void)c; return sum_pieces(v, n, MPI_UINT64_T, 8); }
+static int sum_f64(const al_comm *c, double *v, size_t n) { (void)c; return sum_pieces(v, n, MPI_DOUBLE, 8); }
 
 static int min_int(const al_comm *c, int *v)
 {
