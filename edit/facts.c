@@ -155,8 +155,9 @@ static bool parse_item(fctx *c, const ynode *n, al_fact *f)
     if (!no_dup_keys(c, n)) return false;
     const ynode *rw = map_get(n, "requested_rewrite");    /* CounterFact: dataset fields beside it are fine */
     for (size_t i = 0; i + 1 < n->n && !rw; i += 2)
-        if (n->kids[i]->kind == YN_SCALAR && !known_key(n->kids[i]->str, keys))
-            return fail(c, n->kids[i], AL_ERR_RECIPE, "unknown key '%s' in a fact", n->kids[i]->str);
+        if (n->kids[i]->kind != YN_SCALAR || !known_key(n->kids[i]->str, keys))
+            return fail(c, n->kids[i], AL_ERR_RECIPE, "unknown key '%s' in a fact",
+                        n->kids[i]->kind == YN_SCALAR ? n->kids[i]->str : "?");
     const ynode *src = rw ? rw : n;
     char *prompt = NULL;
     if (!get_str(c, map_get(src, "prompt"), "prompt", &prompt)) return false;
@@ -269,6 +270,7 @@ static bool parse_settings(fctx *c, const ynode *root, al_edit_settings *e)
             for (size_t j = 0; j + 1 < v->n; j += 2) {
                 const ynode *hk = v->kids[j], *hv = v->kids[j + 1];
                 char *end;
+                if (hk->kind != YN_SCALAR) return fail(c, hk, AL_ERR_RECIPE, "hparams keys must be names");
                 if (hv->kind != YN_SCALAR) return fail(c, hv, AL_ERR_RECIPE, "hparams.%s must be a number", hk->str);
                 double x = strtod(hv->str, &end);
                 if (end == hv->str || *end) {

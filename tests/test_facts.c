@@ -88,6 +88,9 @@ static void test_edit_settings(void **state)
     parse("context_templates: [\"no brace\"]\nedits: [{prompt: a, target: b}]\n", AL_ERR_RECIPE, "has no {}");
     parse("hparams: {v_lr: fast}\nedits: [{prompt: a, target: b}]\n", AL_ERR_RECIPE, "hparams.v_lr must be a number");
     parse("modle: x\nedits: [{prompt: a, target: b}]\n", AL_ERR_RECIPE, "f.yaml:1:1: unknown key 'modle'");
+    /* found by the fuzzer: a mapping as a key (it has no text) */
+    parse("hparams: {v_lr: 0.5, {}: 0}\nedits: [{prompt: a, target: b}]\n", AL_ERR_RECIPE, "hparams keys must be names");
+    parse("edits: [{prompt: a, target: b, [x]: 1}]\n", AL_ERR_RECIPE, "unknown key '?' in a fact");
     f = parse("- {prompt: a, target: b}\n", AL_OK, NULL);
     assert_int_equal(f->settings.seed, -1);
     al_facts_free(f);
