@@ -40,15 +40,15 @@ static inline float al_bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return
 
 static inline float al_bf16_to_f32(uint16_t h) { return al_bits_f32((uint32_t)h << 16); }
 
+/* Written with selects, not branches, so that loops over it vectorize. */
 static inline uint16_t al_f32_to_bf16(float f)
 {
     uint32_t x = al_f32_bits(f);
-    if ((x & 0x7fffffffu) > 0x7f800000u) {               /* NaN: keep sign and top payload */
-        uint16_t h = (uint16_t)(x >> 16);
-        return (h & 0x7f) ? h : (uint16_t)(h | 0x40);    /* payload lost entirely: make it quiet */
-    }
-    x += 0x7fffu + ((x >> 16) & 1u);                      /* RNE; carries into exponent -> Inf */
-    return (uint16_t)(x >> 16);
+    uint32_t h = x >> 16;
+    uint32_t nan = h | ((h & 0x7fu) ? 0u : 0x40u);       /* NaN: keep sign and top payload,
+                                                            * quiet if the payload is lost */
+    uint32_t r = (x + 0x7fffu + (h & 1u)) >> 16;          /* RNE; carries into exponent -> Inf */
+    return (uint16_t)((x & 0x7fffffffu) > 0x7f800000u ? nan : r);
 }
 
 float    al_f16_to_f32(uint16_t h);

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "../core/alloc.h"
@@ -440,6 +442,16 @@ al_status al_ckpt_view(al_ckpt *c, size_t i, al_view *out, al_error *err)
     out->data = (void *)(uintptr_t)p;   /* mapping is read-only; views are const by contract */
     out->name = c->t[i].info.name;
     return AL_OK;
+}
+
+void al_ckpt_prefetch(al_ckpt *c, size_t i)
+{
+    al_view v;
+    if (i >= c->n || al_ckpt_view(c, i, &v, NULL) != AL_OK) return;
+    const ck_tensor *t = data_owner(c, i);
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)v.data & ~(page - 1), e = (uintptr_t)v.data + t->info.nbytes;
+    if (e > a) (void)madvise((void *)a, e - a, MADV_WILLNEED);   /* a hint; failure is harmless */
 }
 
 /* Converted reads stage at most this many bytes of stored data at a time. */

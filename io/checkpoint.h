@@ -70,6 +70,10 @@ uint64_t al_ckpt_param_count(const al_ckpt *c);
  * AL_ERR_UNSUPPORTED when the format has no mapping (HDF5): use al_ckpt_read then. */
 al_status al_ckpt_view(al_ckpt *c, size_t i, al_view *out, al_error *err);
 
+/* Hint that tensor i will be read soon: the kernel starts reading its pages in the
+ * background (MADV_WILLNEED on the mapping). Does nothing for unmapped formats. */
+void al_ckpt_prefetch(al_ckpt *c, size_t i);
+
 /* Copy rows [row0, row0+nrows) along dim 0 of tensor i into dst, converted to
  * dst_dtype (a float dtype, or the stored dtype for a raw copy). Rank-0 tensors have
  * one row. dst holds nrows * row_numel elements of dst_dtype. Thread-safe for

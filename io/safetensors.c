@@ -530,7 +530,24 @@ typedef struct {
     uint64_t *ends;         /* ends[i]: cumulative byte count through tensor i */
     size_t n;
     uint64_t total, done;   /* declared and received data bytes */
+    uint64_t off, kicked;   /* bytes written to fd; of those, handed to writeback */
 } st_writer;
+
+/* Streaming writeback: every ST_KICK bytes, start writing that range to disk in the
+ * background and wait for the range before it, so that the disk works while the
+ * merge computes (else the kernel holds gigabytes of dirty pages until the final
+ * fsync) and dirty memory stays bounded. Hints: errors surface at fsync. */
+#define ST_KICK ((uint64_t)32 << 20)
+static void st_kick(st_writer *w)
+{
+    while (w->off - w->kicked >= ST_KICK) {
+        (void)sync_file_range(w->fd, (off64_t)w->kicked, (off64_t)ST_KICK, SYNC_FILE_RANGE_WRITE);
+        if (w->kicked >= ST_KICK)
+            (void)sync_file_range(w->fd, (off64_t)(w->kicked - ST_KICK), (off64_t)ST_KICK,
+                                  SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+        w->kicked += ST_KICK;
+    }
+}
 
 /* write(2) all of p, retrying short writes and EINTR. */
 static al_status st_write_all(st_writer *w, const void *p, size_t n, al_error *err)
@@ -546,7 +563,9 @@ static al_status st_write_all(st_writer *w, const void *p, size_t n, al_error *e
             return al_errorf(err, AL_ERR_IO, "%s: write made no progress", w->path);
         c += k;
         n -= (size_t)k;
+        w->off += (uint64_t)k;
     }
+    st_kick(w);
     return AL_OK;
 }
 

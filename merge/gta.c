@@ -28,6 +28,10 @@
 #include "../core/rng.h"
 #include "method_internal.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 typedef enum { SP_NONE, SP_MAGNITUDE, SP_RANDOM, SP_OUTLIERS, SP_DELLA } gta_sp;
 
 typedef struct {
@@ -66,6 +70,11 @@ typedef struct {
     uint32_t *tieblk;                /* sub/AL_MERGE_BLOCK + 1: ties at a cut per block */
     int64_t *tiepre;                 /* ties before each block, per model (n * blocks) */
     int64_t nblk;                    /* blocks per sub-chunk */
+    /* typed path */
+    int64_t tie_last[MAXM];          /* WINDOW: ties at the cut with index <= this are kept */
+    char *tscr;                      /* per-thread tile scratch */
+    size_t tscr_per;                 /* bytes per thread */
+    int nthr;
 } gta_state;
 
 static void gta_free(void *vs)
@@ -80,6 +89,7 @@ static void gta_free(void *vs)
     al_free(g->sortbuf);
     al_free(g->tieblk);
     al_free(g->tiepre);
+    al_free(g->tscr);
     al_free(g);
 }
 
@@ -198,6 +208,10 @@ static al_status gta_init(const gta_kind *K, void **out, const al_merge_params *
     }
     plan->n_passes = np;
     plan->align = K->sp == SP_DELLA ? g->row_len : 1;
+    /* the typed path covers every mode but DELLA's rows and two-sided windows */
+    plan->typed = K->sp != SP_DELLA && n > 0;
+    for (int i = 0; i < n; i++)
+        if (g->mode[i] == MD_WINDOW && g->win_lo[i] > 0) plan->typed = false;
     *out = g;
     return AL_OK;
 fail:
@@ -296,31 +310,29 @@ static void della_fn(void *vj, int64_t r0, int64_t r1)
     della_rows(J->c, J->i, r0, r1);
 }
 
-/* Sparsify elements [j0, j1) of model i's sub-chunk (all modes but WINDOW and DELLA,
- * which have their own passes below). Element-independent, so any split gives the
- * same bytes. */
-static void sparsify_range(sub_ctx *c, int i, int64_t j0, int64_t j1)
+/* Sparsify n elements of model i (all modes but WINDOW and DELLA, which have their
+ * own code below): raw deltas dr and keys k in, kept (1/p-scaled) deltas dm out;
+ * element 0 has global index goff (the RNG counter). Element-independent, so any
+ * split gives the same bytes. */
+static void sparsify_elems(const gta_state *g, int i, const float *dr, const uint32_t *k, double *dm,
+                           int64_t goff, int64_t n)
 {
-    gta_state *g = c->g;
-    const float *dr = g->dr + (size_t)i * g->sub;
-    const uint32_t *k = g->keys + (size_t)i * g->sub;
-    double *dm = g->dm + (size_t)i * g->sub;
     switch (g->mode[i]) {
     case MD_IDENTITY:
-        for (int64_t j = j0; j < j1; j++) dm[j] = dr[j];
+        for (int64_t j = 0; j < n; j++) dm[j] = dr[j];
         break;
     case MD_ZERO:
-        for (int64_t j = j0; j < j1; j++) dm[j] = 0.0;
+        for (int64_t j = 0; j < n; j++) dm[j] = 0.0;
         break;
     case MD_THRESH: {
         uint32_t tk = al_abs_key(g->inj[i]);
-        for (int64_t j = j0; j < j1; j++) dm[j] = k[j] >= tk ? (double)dr[j] : 0.0;
+        for (int64_t j = 0; j < n; j++) dm[j] = k[j] >= tk ? (double)dr[j] : 0.0;
         break;
     }
     case MD_RANDOM: {
         const double d = g->dens[i];
-        for (int64_t j = j0; j < j1; j++) {
-            double u = al_rng_unit_at(g->rkey[i], (uint64_t)(c->goff + j));
+        for (int64_t j = 0; j < n; j++) {
+            double u = al_rng_unit_at(g->rkey[i], (uint64_t)(goff + j));
             dm[j] = u < d ? (g->rmode == AL_RESCALE_INV_P ? (double)dr[j] / d : (double)dr[j]) : 0.0;
         }
         break;
@@ -328,6 +340,13 @@ static void sparsify_range(sub_ctx *c, int i, int64_t j0, int64_t j1)
     default:
         break;
     }
+}
+
+static void sparsify_range(sub_ctx *c, int i, int64_t j0, int64_t j1)
+{
+    const gta_state *g = c->g;
+    const size_t o = (size_t)i * g->sub + (size_t)j0;
+    sparsify_elems(g, i, g->dr + o, g->keys + o, g->dm + o, c->goff + j0, j1 - j0);
 }
 
 typedef struct { sub_ctx *c; int i; } model_job;
@@ -468,6 +487,16 @@ static void gta_stat(void *vs, int pass, int64_t off, int64_t len,
     }
 }
 
+/* L1 rescale factors from the finished sums: ||delta||_1 / ||kept||_1. */
+static void finish_l1(gta_state *g)
+{
+    al_bsum_finish(&g->l1);
+    for (int i = 0; i < g->n; i++) {
+        double a = g->l1.total[2 * i], b = g->l1.total[2 * i + 1];
+        g->rs[i] = (g->mode[i] != MD_IDENTITY && a >= 1e-7 && b >= 1e-7) ? a / b : 1.0;
+    }
+}
+
 static al_status gta_finish(void *vs, int pass, al_error *err)
 {
     (void)err;
@@ -486,11 +515,7 @@ static al_status gta_finish(void *vs, int pass, al_error *err)
                            th >= 0 ? r->n_greater[th] : 0, th >= 0 ? r->n_equal[th] : 0);
         }
     } else if (pass == g->p_l1) {
-        al_bsum_finish(&g->l1);
-        for (int i = 0; i < g->n; i++) {
-            double a = g->l1.total[2 * i], b = g->l1.total[2 * i + 1];
-            g->rs[i] = (g->mode[i] != MD_IDENTITY && a >= 1e-7 && b >= 1e-7) ? a / b : 1.0;
-        }
+        finish_l1(g);
     }
     return AL_OK;
 }
@@ -501,53 +526,58 @@ static al_status gta_finish(void *vs, int pass, al_error *err)
  * vectorize; each element still adds its models in index order, so the bytes do not
  * depend on the tiling. */
 #define COMBINE_TILE 256
-AL_HOT static void combine_fn(void *vc, int64_t i0, int64_t i1)
+/* L <= COMBINE_TILE elements: model i's kept deltas at dm + i*stride, base b, out o. */
+AL_HOT static void combine_tile(const gta_state *g, const double *dm, size_t stride, int64_t L,
+                                const float *b, float *o)
 {
-    sub_ctx *c = vc;
-    gta_state *g = c->g;
     const int n = g->n;
     double S[COMBINE_TILE], M[COMBINE_TILE], Dn[COMBINE_TILE];
-    for (int64_t t0 = i0; t0 < i1; t0 += COMBINE_TILE) {
-        const int64_t L = i1 - t0 < COMBINE_TILE ? i1 - t0 : COMBINE_TILE;
-        for (int64_t j = 0; j < L; j++) { M[j] = 0.0; Dn[j] = g->Dsc; }
-        if (g->kind.consensus) {
-            for (int64_t j = 0; j < L; j++) { S[j] = 0.0; Dn[j] = 0.0; }
-            for (int i = 0; i < n; i++) {
-                const double *d = g->dm + (size_t)i * g->sub + t0, wi = g->w[i], ri = g->rs[i];
-                for (int64_t j = 0; j < L; j++) S[j] += wi * (d[j] * ri);
-            }
-            for (int i = 0; i < n; i++) {
-                const double *d = g->dm + (size_t)i * g->sub + t0, wi = g->w[i], ri = g->rs[i];
-                for (int64_t j = 0; j < L; j++) {
-                    double u = wi * (d[j] * ri);
-                    /* elected + (S >= 0, an exact 0 included) takes u > 0, else u < 0;
-                     * zeros never vote. Written without branches so it vectorizes. */
-                    int64_t pos = S[j] >= 0.0;
-                    uint64_t take = -(uint64_t)((pos & (u > 0.0)) | (!pos & (u < 0.0)));
-                    uint64_t ub, wb;
-                    memcpy(&ub, &u, 8);
-                    memcpy(&wb, &wi, 8);
-                    ub &= take;                     /* untaken: +0.0, which adds nothing */
-                    wb &= take;
-                    double ut, wt;
-                    memcpy(&ut, &ub, 8);
-                    memcpy(&wt, &wb, 8);
-                    M[j] += ut;
-                    Dn[j] += wt;
-                }
-            }
-            for (int64_t j = 0; j < L; j++) Dn[j] = Dn[j] == 0.0 ? 1.0 : Dn[j];
-        } else {
-            for (int i = 0; i < n; i++) {
-                const double *d = g->dm + (size_t)i * g->sub + t0, wi = g->w[i], ri = g->rs[i];
-                for (int64_t j = 0; j < L; j++) M[j] += wi * (d[j] * ri);
+    for (int64_t j = 0; j < L; j++) { M[j] = 0.0; Dn[j] = g->Dsc; }
+    if (g->kind.consensus) {
+        for (int64_t j = 0; j < L; j++) { S[j] = 0.0; Dn[j] = 0.0; }
+        for (int i = 0; i < n; i++) {
+            const double *d = dm + (size_t)i * stride, wi = g->w[i], ri = g->rs[i];
+            for (int64_t j = 0; j < L; j++) S[j] += wi * (d[j] * ri);
+        }
+        for (int i = 0; i < n; i++) {
+            const double *d = dm + (size_t)i * stride, wi = g->w[i], ri = g->rs[i];
+            for (int64_t j = 0; j < L; j++) {
+                double u = wi * (d[j] * ri);
+                /* elected + (S >= 0, an exact 0 included) takes u > 0, else u < 0;
+                 * zeros never vote. Written without branches so it vectorizes. */
+                int64_t pos = S[j] >= 0.0;
+                uint64_t take = -(uint64_t)((pos & (u > 0.0)) | (!pos & (u < 0.0)));
+                uint64_t ub, wb;
+                memcpy(&ub, &u, 8);
+                memcpy(&wb, &wi, 8);
+                ub &= take;                     /* untaken: +0.0, which adds nothing */
+                wb &= take;
+                double ut, wt;
+                memcpy(&ut, &ub, 8);
+                memcpy(&wt, &wb, 8);
+                M[j] += ut;
+                Dn[j] += wt;
             }
         }
-        const float *b = c->b + t0;
-        float *o = c->out + t0;
-        if (g->normalize) for (int64_t j = 0; j < L; j++) M[j] /= Dn[j];
-        if (g->lambda != 1.0) for (int64_t j = 0; j < L; j++) M[j] *= g->lambda;
-        for (int64_t j = 0; j < L; j++) o[j] = (float)((double)b[j] + M[j]);
+        for (int64_t j = 0; j < L; j++) Dn[j] = Dn[j] == 0.0 ? 1.0 : Dn[j];
+    } else {
+        for (int i = 0; i < n; i++) {
+            const double *d = dm + (size_t)i * stride, wi = g->w[i], ri = g->rs[i];
+            for (int64_t j = 0; j < L; j++) M[j] += wi * (d[j] * ri);
+        }
+    }
+    if (g->normalize) for (int64_t j = 0; j < L; j++) M[j] /= Dn[j];
+    if (g->lambda != 1.0) for (int64_t j = 0; j < L; j++) M[j] *= g->lambda;
+    for (int64_t j = 0; j < L; j++) o[j] = (float)((double)b[j] + M[j]);
+}
+
+static void combine_fn(void *vc, int64_t i0, int64_t i1)
+{
+    sub_ctx *c = vc;
+    const gta_state *g = c->g;
+    for (int64_t t0 = i0; t0 < i1; t0 += COMBINE_TILE) {
+        const int64_t L = i1 - t0 < COMBINE_TILE ? i1 - t0 : COMBINE_TILE;
+        combine_tile(g, g->dm + t0, (size_t)g->sub, L, c->b + t0, c->out + t0);
     }
 }
 
@@ -652,13 +682,180 @@ static void gta_apply(void *vs, int64_t off, int64_t len,
     }
 }
 
+
+/* ---- typed path: whole typed tensors, every step fused per tile ---------------
+ * Per tile of TT elements, each thread converts the base and every model's slice
+ * to F32 in its own scratch, forms deltas, keys and kept deltas, and combines: no
+ * F32 copy of any input is made. TIES' top-k comes from al_topk (one pass), and a
+ * tie at the threshold is kept iff its index <= tie_last, which is the rank order's
+ * index rule without a per-block tie count. */
+#define TT COMBINE_TILE
+
+typedef struct {
+    float *bf, *of, *dr;
+    uint32_t *k;
+    double *dm;
+} tile_buf;
+
+static tile_buf tile_scratch(const gta_state *g)
+{
+    int t = 0;
+#ifdef _OPENMP
+    t = omp_get_thread_num();
+#endif
+    AL_ASSERT(t < g->nthr);
+    char *p = g->tscr + (size_t)t * g->tscr_per;
+    const size_t n = (size_t)g->n;
+    tile_buf b;
+    b.dm = (double *)p;
+    b.dr = (float *)(b.dm + n * TT);
+    b.k = (uint32_t *)(b.dr + n * TT);
+    b.bf = (float *)(b.k + n * TT);
+    b.of = b.bf + TT;
+    return b;
+}
+
+/* Top-k cut with the tie index rule (WINDOW with a single cut): keep key > thr, and
+ * key == thr at global index <= tie_last. Most tiles lie wholly before or after
+ * tie_last, where the rule is one compare. */
+AL_HOT static void window_elems(const gta_state *g, int i, const float *dr, const uint32_t *k, double *dm,
+                                int64_t goff, int64_t n)
+{
+    const uint32_t thr = g->cut_hi[i].thr;
+    const int64_t tl = g->tie_last[i] - goff;        /* ties at j <= tl are kept */
+    if (tl >= n - 1 || tl < 0) {
+        /* keep k >= thr (all ties in) or k > thr, i.e. k > thr - 1 (thr >= 1 then) */
+        const uint32_t lim = tl < 0 ? thr : thr - 1;
+        if (tl >= n - 1 && thr == 0) {
+            for (int64_t j = 0; j < n; j++) dm[j] = dr[j];
+            return;
+        }
+        for (int64_t j = 0; j < n; j++) {
+            uint64_t keep = -(uint64_t)(k[j] > lim);
+            double d = (double)dr[j];
+            uint64_t db;
+            memcpy(&db, &d, 8);
+            db &= keep;                              /* dropped: +0.0 */
+            memcpy(&dm[j], &db, 8);
+        }
+        return;
+    }
+    for (int64_t j = 0; j < n; j++) {
+        uint64_t keep = -(uint64_t)((k[j] > thr) | ((k[j] == thr) & (j <= tl)));
+        double d = (double)dr[j];
+        uint64_t db;
+        memcpy(&db, &d, 8);
+        db &= keep;
+        memcpy(&dm[j], &db, 8);
+    }
+}
+
+/* Deltas, keys and kept deltas of every model for global elements [a, a+L). */
+AL_HOT static void tile_sparsify(const gta_state *g, const al_merge_src *base, const al_merge_src *x,
+                                 int64_t a, int64_t L, const tile_buf *t)
+{
+    al_src_load(t->bf, base, a, L);
+    for (int i = 0; i < g->n; i++) {
+        float *d = t->dr + (size_t)i * TT;
+        uint32_t *k = t->k + (size_t)i * TT;
+        double *m = t->dm + (size_t)i * TT;
+        al_src_load(d, &x[i], a, L);
+        for (int64_t j = 0; j < L; j++) { d[j] -= t->bf[j]; k[j] = al_abs_key(d[j]); }
+        if (g->mode[i] == MD_WINDOW) window_elems(g, i, d, k, m, a, L);
+        else sparsify_elems(g, i, d, k, m, a, L);
+    }
+}
+
+typedef struct {
+    const gta_state *g;
+    const al_merge_src *b, *x;
+    int64_t off;
+    void *out;
+    al_dtype odt;
+} typed_ctx;
+
+static void typed_l1_fn(void *vc, double *acc, int64_t i0, int64_t i1)
+{
+    const typed_ctx *c = vc;
+    const gta_state *g = c->g;
+    tile_buf t = tile_scratch(g);
+    for (int64_t a = i0; a < i1; a += TT) {
+        int64_t L = i1 - a < TT ? i1 - a : TT;
+        tile_sparsify(g, c->b, c->x, a, L, &t);
+        for (int i = 0; i < g->n; i++) {
+            const float *dr = t.dr + (size_t)i * TT;
+            const double *dm = t.dm + (size_t)i * TT;
+            double s1 = acc[2 * i], s2 = acc[2 * i + 1];
+            for (int64_t j = 0; j < L; j++) { s1 += fabs((double)dr[j]); s2 += fabs(dm[j]); }
+            acc[2 * i] = s1;
+            acc[2 * i + 1] = s2;
+        }
+    }
+}
+
+static al_status gta_prepare(void *vs, const al_merge_src *base, const al_merge_src *models, al_error *err)
+{
+    gta_state *g = vs;
+    al_free(g->tscr);
+    g->nthr = al_kern_threads();
+    g->tscr_per = ((size_t)(g->n > 0 ? g->n : 1) * TT * 16 + 2 * TT * sizeof(float) + 63) & ~(size_t)63;
+    if (!(g->tscr = al_malloc_aligned((size_t)g->nthr * g->tscr_per)))
+        return al_errorf(err, AL_ERR_NOMEM, "out of memory for merge scratch");
+    for (int i = 0; i < g->n; i++) {
+        if (g->mode[i] != MD_WINDOW) continue;
+        AL_ASSERT(g->win_lo[i] == 0);
+        al_dkey_ctx kc = { &models[i], base };
+        al_topk tk;
+        al_status s = al_topk_find(&tk, g->numel, g->win_hi[i], al_dkeys, &kc, err);
+        if (s != AL_OK) return s;
+        al_rankcut_set(&g->cut_hi[i], g->win_hi[i], g->numel, tk.thr, tk.n_greater, tk.n_equal);
+        g->tie_last[i] = tk.tie_last;
+    }
+    if (g->p_l1 >= 0) {
+        typed_ctx c = { g, base, models, 0, NULL, AL_F32 };
+        al_bsum_add(&g->l1, 0, g->numel, typed_l1_fn, &c);
+        finish_l1(g);
+    }
+    return AL_OK;
+}
+
+static void typed_apply_fn(void *vc, int64_t i0, int64_t i1)
+{
+    const typed_ctx *c = vc;
+    const gta_state *g = c->g;
+    tile_buf t = tile_scratch(g);
+    for (int64_t a = i0; a < i1; a += TT) {
+        int64_t L = i1 - a < TT ? i1 - a : TT;
+        tile_sparsify(g, c->b, c->x, c->off + a, L, &t);
+        if (c->odt == AL_F32) {
+            combine_tile(g, t.dm, TT, L, t.bf, (float *)c->out + a);
+            continue;
+        }
+        combine_tile(g, t.dm, TT, L, t.bf, t.of);
+        if (c->odt == AL_BF16) {
+            uint16_t *o = (uint16_t *)c->out + a;
+            for (int64_t j = 0; j < L; j++) o[j] = al_f32_to_bf16(t.of[j]);
+        } else {
+            al_convert((uint16_t *)c->out + a, c->odt, t.of, AL_F32, (size_t)L);
+        }
+    }
+}
+
+static void gta_apply_typed(void *vs, int64_t off, int64_t len, const al_merge_src *base,
+                            const al_merge_src *models, void *out, al_dtype out_dtype)
+{
+    const gta_state *g = vs;
+    typed_ctx c = { g, base, models, off, out, out_dtype };
+    al_par_ranges(len, AL_MERGE_BLOCK, typed_apply_fn, &c);
+}
+
 #define GTA_METHOD(ident, mname, SP, CONS, NORM, RESC)                                   \
     static const gta_kind k_##ident = { SP, CONS, NORM, RESC };                          \
     static al_status init_##ident(void **s, const al_merge_params *p, int64_t numel,     \
                                   int n, bool hb, al_merge_plan *pl, al_error *e)       \
     { return gta_init(&k_##ident, s, p, numel, n, hb, pl, e); }                          \
     const al_merge_method al_m_##ident = { mname, 3, init_##ident, gta_stat, gta_finish,      \
-                                     gta_apply, gta_free };
+                                     gta_apply, gta_free, gta_prepare, gta_apply_typed };
 
 GTA_METHOD(task_arithmetic, "task_arithmetic", SP_NONE, false, false, false)
 GTA_METHOD(ties, "ties", SP_MAGNITUDE, true, true, false)

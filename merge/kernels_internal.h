@@ -7,7 +7,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
+#include "../core/dtype.h"
 #include "../core/status.h"
 #include "method.h"
 
@@ -85,6 +87,49 @@ void al_rsel_finish_hi(al_rsel *r);
 void al_rsel_count_lo(al_rsel *r, int64_t len, al_key_fn fn, void *ctx);
 void al_rsel_finish_lo(al_rsel *r);
 void al_rsel_free(al_rsel *r);
+
+/* ---- typed inputs --------------------------------------------------------------
+ * Elements [off, off+n) of a whole tensor stored as F32, F16 or BF16, as F32
+ * (exact: every F16/BF16 value is an F32 value). */
+static inline void al_src_load(float *dst, const al_merge_src *s, int64_t off, int64_t n)
+{
+    if (s->dtype == AL_F32) {
+        memcpy(dst, (const float *)s->data + off, (size_t)n * sizeof *dst);
+    } else if (s->dtype == AL_BF16) {
+        const uint16_t *p = (const uint16_t *)s->data + off;
+        for (int64_t j = 0; j < n; j++) dst[j] = al_bf16_to_f32(p[j]);
+    } else {
+        al_convert(dst, AL_F32, (const uint16_t *)s->data + off, s->dtype, (size_t)n);
+    }
+}
+
+/* Key stream |X - B| (F32 delta, al_abs_key) over typed inputs, for al_rsel/al_topk. */
+typedef struct { const al_merge_src *x, *b; } al_dkey_ctx;
+void al_dkeys(void *ctx, uint32_t *keys, int64_t i0, int64_t i1);
+
+/* ---- exact k-th largest key with one streamed pass -----------------------------
+ * For a key stream of n elements and a rank k (1 <= k < n), finds the k-th largest
+ * key thr, how many keys are greater and equal, and where the rank order (key desc,
+ * then LOWER index first) puts the cut among the ties: an element with key == thr is
+ * inside the top k iff its index <= tie_last.
+ *
+ * How: the keys at a few hundred thousand random positions bracket the k-th largest
+ * (sample order statistics, +-6 standard deviations); one parallel pass counts the
+ * keys above the bracket and collects the (key, index) pairs inside it, in element
+ * order; an exact radix select over the bracket finishes. Where the bracket misses
+ * (about 1e-9 per call) or holds too many keys (heavy ties), the exact two-pass
+ * histogram select (al_rsel) and a counting pass do the same job. Either way the
+ * result is exact; the sample only decides the speed. */
+typedef struct {
+    uint32_t thr;
+    int64_t n_greater, n_equal;
+    int64_t tie_last;             /* INT64_MAX: every tie is inside */
+    bool banded;                  /* found by the one-pass bracket */
+} al_topk;
+
+al_status al_topk_find(al_topk *out, int64_t n, int64_t k, al_key_fn fn, void *ctx, al_error *err);
+/* Tests: 0 normal, 1 always the two-pass fallback, 2 a 16-key sample (misses often). */
+void al_topk_test_mode(int mode);
 
 /* ---- rank cuts with the index tie rule ----------------------------------------
  * "rank < r" in the total order (key desc, then index asc). Evaluated in element

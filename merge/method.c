@@ -59,7 +59,7 @@ al_status al_merge_tensor_f32(const al_merge_method *m, const al_merge_params *p
     if (!m || !p || !out || numel < 0 || n < 0 || n > AL_MERGE_MAX_MODELS || (n > 0 && !models))
         return al_errorf(err, AL_ERR_USAGE, "al_merge_tensor_f32: bad arguments");
     void *st = NULL;
-    al_merge_plan plan = { 0, 1 };
+    al_merge_plan plan = { 0, 1, false };
     al_status s = m->init(&st, p, numel, n, base != NULL, &plan, err);
     if (s != AL_OK) return s;
     int64_t chunk = chunk_elems > 0 ? chunk_elems : AL_MERGE_CHUNK;
@@ -80,6 +80,33 @@ al_status al_merge_tensor_f32(const al_merge_method *m, const al_merge_params *p
         int64_t len = numel - off < chunk ? numel - off : chunk;
         for (int i = 0; i < n; i++) mp[i] = models[i] + off;
         m->apply(st, off, len, base ? base + off : NULL, mp, out + off);
+    }
+    m->free(st);
+    return AL_OK;
+}
+
+al_status al_merge_tensor_typed(const al_merge_method *m, const al_merge_params *p,
+                                const al_merge_src *base, const al_merge_src *models, int n,
+                                int64_t numel, void *out, al_dtype out_dtype,
+                                int64_t chunk_elems, al_error *err)
+{
+    if (!m || !p || !out || numel < 0 || n < 0 || n > AL_MERGE_MAX_MODELS || (n > 0 && !models) ||
+        (out_dtype != AL_F32 && out_dtype != AL_F16 && out_dtype != AL_BF16))
+        return al_errorf(err, AL_ERR_USAGE, "al_merge_tensor_typed: bad arguments");
+    void *st = NULL;
+    al_merge_plan plan = { 0, 1, false };
+    al_status s = m->init(&st, p, numel, n, base != NULL, &plan, err);
+    if (s != AL_OK) return s;
+    if (!plan.typed || !m->prepare || !m->apply_typed) {
+        m->free(st);
+        return al_errorf(err, AL_ERR_UNSUPPORTED, "%s: no typed path for this configuration", m->name);
+    }
+    if ((s = m->prepare(st, base, models, err)) != AL_OK) { m->free(st); return s; }
+    int64_t chunk = chunk_elems > 0 ? chunk_elems : AL_MERGE_CHUNK;
+    size_t osz = al_dtype_bits(out_dtype) / 8;
+    for (int64_t off = 0; off < numel; off += chunk) {
+        int64_t len = numel - off < chunk ? numel - off : chunk;
+        m->apply_typed(st, off, len, base, models, (char *)out + (size_t)off * osz, out_dtype);
     }
     m->free(st);
     return AL_OK;

@@ -43,6 +43,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../core/dtype.h"
 #include "../core/status.h"
 
 #define AL_MERGE_BLOCK 4096                 /* summation block (elements), fixed */
@@ -100,7 +101,14 @@ void al_merge_params_init(al_merge_params *p);
 typedef struct {
     int n_passes;                /* statistics passes before apply */
     int64_t align;               /* chunk boundaries must be multiples of this */
+    bool typed;                  /* this configuration has the typed whole-tensor path */
 } al_merge_plan;
+
+/* A whole input tensor as stored (F32, F16 or BF16), e.g. a checkpoint's mapping. */
+typedef struct {
+    const void *data;
+    al_dtype dtype;
+} al_merge_src;
 
 typedef struct al_merge_method al_merge_method;
 
@@ -117,6 +125,16 @@ struct al_merge_method {
     void (*apply)(void *state, int64_t off, int64_t len,
                   const float *base, const float *const *models, float *out);
     void (*free)(void *state);
+    /* Optional typed path (NULL where a method has none; used when init sets
+     * plan.typed): with every input a whole typed tensor, prepare() does all the
+     * statistics (in place of the passes above) and apply_typed() writes elements
+     * [off, off+len) in out_dtype (F32, F16, BF16), in any order of chunks. It
+     * converts inputs tile by tile as it computes instead of staging F32 copies, and
+     * gives the same bits as the F32 path on the converted inputs. */
+    al_status (*prepare)(void *state, const al_merge_src *base, const al_merge_src *models,
+                         al_error *err);
+    void (*apply_typed)(void *state, int64_t off, int64_t len, const al_merge_src *base,
+                        const al_merge_src *models, void *out, al_dtype out_dtype);
 };
 
 /* Look a method up by its mergekit name ("ties", "dare_linear", ...); NULL if unknown. */
@@ -133,5 +151,12 @@ al_status al_merge_tensor_f32(const al_merge_method *m, const al_merge_params *p
                               const float *base, const float *const *models, int n,
                               int64_t numel, float *out, int64_t chunk_elems,
                               al_error *err);
+
+/* The typed path over whole typed tensors (for tests and callers holding mappings):
+ * AL_ERR_UNSUPPORTED where the method or configuration has none. */
+al_status al_merge_tensor_typed(const al_merge_method *m, const al_merge_params *p,
+                                const al_merge_src *base, const al_merge_src *models, int n,
+                                int64_t numel, void *out, al_dtype out_dtype,
+                                int64_t chunk_elems, al_error *err);
 
 #endif

@@ -1105,6 +1105,30 @@ static al_status run_tensor(al_merge_job *j, jb_tensor *jt, aw_t *aw, float *obu
     if (crows > rows) crows = rows;
     bool compat = j->o.compat_dtype && j->d->has_dtype && (j->d->dtype == AL_BF16 || j->d->dtype == AL_F16);
     bool cache = plan.n_passes > 0 && (uint64_t)numel * 4 * n_in <= CACHE_BUDGET;
+    /* Typed path: every input mapped as F32/F16/BF16 with nothing between the file and
+     * the method (no merged-vocabulary gather, no compat rounding): the method reads
+     * the mappings itself and writes the output dtype into the writer's slot. */
+    bool typed = !acc && plan.typed && j->method->prepare && j->method->apply_typed && !compat && !jt->perm &&
+                 (t->dtype == AL_F32 || t->dtype == AL_F16 || t->dtype == AL_BF16);
+    al_merge_src srcs[AL_MERGE_MAX_MODELS + 1];
+    for (size_t i = 0; typed && i < n_in; i++) {
+        al_view v;
+        typed = al_ckpt_view(j->models[jt->in_model[i]].ck, (size_t)jt->in_tensor[i], &v, NULL) == AL_OK &&
+                (v.dtype == AL_F32 || v.dtype == AL_F16 || v.dtype == AL_BF16);
+        srcs[i] = (al_merge_src){ v.data, v.dtype };
+    }
+    if (typed) {
+        const al_merge_src *tb = jt->has_base ? &srcs[jt->n_models] : NULL;
+        if ((s = j->method->prepare(state, tb, srcs, err)) != AL_OK) goto done;
+        for (int64_t r = 0; r < rows; r += crows) {
+            int64_t k = rows - r < crows ? rows - r : crows;
+            void *slot;
+            if ((s = aw_acquire(aw, &slot, err)) != AL_OK) goto done;
+            j->method->apply_typed(state, r * rrow, k * rrow, tb, srcs, slot, t->dtype);
+            if ((s = aw_submit(aw, slot, (uint64_t)(k * rrow) * (al_dtype_bits(t->dtype) / 8), err)) != AL_OK) goto done;
+        }
+        goto done;
+    }
     for (size_t i = 0; i < n_in; i++) {
         jb_in *in = &ins[i];
         in->ck = j->models[jt->in_model[i]].ck;
@@ -1453,6 +1477,13 @@ al_status al_merge_job_run(al_merge_job *j, const char *out_path, al_error *err)
         if (j->o.fail_tensor && strcmp(j->o.fail_tensor, j->t[i].name) == 0) {
             s = al_errorf(err, AL_ERR_NOTFOUND, "%s: input tensor '%s' not found (injected by the test hook)",
                           j->models[j->t[i].in_model[0]].path, j->t[i].pub.inputs[0].tensor);
+            break;
+        }
+        /* the next tensor's inputs start coming from disk while this one is merged */
+        for (size_t n = i + 1; n < j->n; n++) {
+            if (!j->t[n].mine || j->t[n].pub.copy) continue;
+            for (size_t k = 0; k < j->t[n].pub.n_inputs; k++)
+                al_ckpt_prefetch(j->models[j->t[n].in_model[k]].ck, (size_t)j->t[n].in_tensor[k]);
             break;
         }
         if ((s = run_tensor(j, &j->t[i], &aw, obuf, NULL, err)) != AL_OK) break;
