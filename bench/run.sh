@@ -113,6 +113,9 @@ if [ "$what" = mpi ]; then
     MB=${BUILD_MPI:-build-mpi}/alloy
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
     export OMPI_MCA_btl_vader_single_copy_mechanism=none
+    # Open MPI binds each rank to one core by default (with 2 ranks or fewer), which
+    # would put a rank's OpenMP threads and its output thread on one core
+    export OMPI_MCA_hwloc_base_binding_policy=none
     cat "$D"/base/model.safetensors "$D"/ft*/model.safetensors >/dev/null
     rm -rf "$D/out" "$D/out-mpi"
     echo "-- one process (default build), 2 threads, warm"

@@ -1051,6 +1051,13 @@ static al_status aw_stop(aw_t *a, al_error *err)
     return a->st == AL_OK ? AL_OK : aw_fail(a, err);
 }
 
+static void prefetch_tensor(const al_merge_job *j, size_t n)
+{
+    const jb_tensor *t = &j->t[n];
+    for (size_t k = 0; k < t->pub.n_inputs; k++)
+        al_ckpt_prefetch(j->models[t->in_model[k]].ck, (size_t)t->in_tensor[k]);
+}
+
 /* acc (nullable): measure instead of write: acc[0] += sum |sum_t tau_t|, acc[1] +=
  * sum |merged tau| (LiNeS alpha: auto). */
 static al_status run_tensor(al_merge_job *j, jb_tensor *jt, aw_t *aw, float *obuf, double *acc, al_error *err)
@@ -1472,6 +1479,7 @@ al_status al_merge_job_run(al_merge_job *j, const char *out_path, al_error *err)
     if (s == AL_OK && (s = aw_start(&aw, w, cap * 8, err)) == AL_OK) aw_on = true;   /* F64 output at most */
     al_merge_progress pr = {0, 0, 0, total, NULL};
     for (size_t i = 0; i < j->n; i++) pr.tensors_total += j->t[i].mine;
+    bool first = true;
     for (size_t i = 0; i < j->n && s == AL_OK; i++) {
         if (!j->t[i].mine) continue;
         if (j->o.fail_tensor && strcmp(j->o.fail_tensor, j->t[i].name) == 0) {
@@ -1479,13 +1487,12 @@ al_status al_merge_job_run(al_merge_job *j, const char *out_path, al_error *err)
                           j->models[j->t[i].in_model[0]].path, j->t[i].pub.inputs[0].tensor);
             break;
         }
-        /* the next tensor's inputs start coming from disk while this one is merged */
-        for (size_t n = i + 1; n < j->n; n++) {
-            if (!j->t[n].mine || j->t[n].pub.copy) continue;
-            for (size_t k = 0; k < j->t[n].pub.n_inputs; k++)
-                al_ckpt_prefetch(j->models[j->t[n].in_model[k]].ck, (size_t)j->t[n].in_tensor[k]);
-            break;
-        }
+        /* the first tensor's inputs, then always the next one's, start coming from
+         * disk (in the background) while this one is merged */
+        if (first) prefetch_tensor(j, i);
+        first = false;
+        for (size_t n = i + 1; n < j->n; n++)
+            if (j->t[n].mine && !j->t[n].pub.copy) { prefetch_tensor(j, n); break; }
         if ((s = run_tensor(j, &j->t[i], &aw, obuf, NULL, err)) != AL_OK) break;
         pr.tensors_done++;
         pr.bytes_done += tensor_bytes(&j->t[i].pub);

@@ -20,6 +20,7 @@
 #include "../core/rng.h"
 #include "../merge/kernels_internal.h"
 #include "../merge/method.h"
+#include "util/testutil.h"
 
 /* ------------------------------------------------------------------ helpers --- */
 
@@ -55,14 +56,6 @@ static void assert_close(const float *a, const float *b, int64_t n, double tol)
     }
 }
 
-static void set_threads(int t)
-{
-#ifdef _OPENMP
-    omp_set_num_threads(t);
-#else
-    (void)t;
-#endif
-}
 
 /* ---------------------------------------------------- naive reference code --- */
 
@@ -677,11 +670,11 @@ static void test_determinism(void **st)
                 else if (!strcmp(nm, "ties")) { p.rescale = 1; }
                 else continue;
             }
-            set_threads(1);
+            tu_set_threads(1);
             run(nm, &p, bb, (const float *const *)x, n, N, o1, 1 << 20);
             const int64_t chunks[3] = { 1000, 4096 * 3 + 7, C * 2 };
             for (int ci = 0; ci < 3; ci++) {
-                set_threads(ci == 0 ? 2 : 3);
+                tu_set_threads(ci == 0 ? 2 : 3);
                 memset(o2, 0xff, sizeof(float) * (size_t)N);
                 run(nm, &p, bb, (const float *const *)x, n, N, o2, chunks[ci]);
                 if (memcmp(o1, o2, sizeof(float) * (size_t)N) != 0)
@@ -690,7 +683,7 @@ static void test_determinism(void **st)
             checked++;
         }
     }
-    set_threads(2);
+    tu_set_threads(2);
     assert_true(checked >= 20);
     free(b); for (int i = 0; i < 3; i++) free(x[i]);
     free(o1); free(o2);

@@ -15,31 +15,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "../core/dtype.h"
 #include "../merge/kernels_internal.h"
 #include "../merge/method.h"
+#include "util/testutil.h"
 
 static uint64_t g_rs = 0x9e3779b9ull;
-static uint64_t rnd(void)
-{
-    g_rs ^= g_rs << 13;
-    g_rs ^= g_rs >> 7;
-    g_rs ^= g_rs << 17;
-    return g_rs;
-}
+static uint64_t rnd(void) { return tu_xorshift(&g_rs); }
 
-static void set_threads(int t)
-{
-#ifdef _OPENMP
-    omp_set_num_threads(t);
-#else
-    (void)t;
-#endif
-}
 
 /* ------------------------------------------------------------ al_topk vs sort --- */
 
@@ -127,14 +110,14 @@ static void test_topk_threads(void **state)
     assert_non_null(k);
     for (int64_t i = 0; i < n; i++) k[i] = (uint32_t)(rnd() % 50);      /* 10,000 ties per key */
     for (int t = 1; t <= 2; t++) {
-        set_threads(t);
+        tu_set_threads(t);
         for (int mode = 0; mode < 3; mode++) {
             al_topk_test_mode(mode);
             for (int64_t r = 1; r < n; r += n / 7) check_topk(k, n, r);
         }
     }
     al_topk_test_mode(0);
-    set_threads(2);
+    tu_set_threads(2);
     free(k);
 }
 
@@ -252,7 +235,7 @@ static void test_typed_gta(void **state)
     };
     const al_dtype outs[3] = { AL_BF16, AL_F32, AL_F16 };
     for (int t = 1; t <= 2; t++) {
-        set_threads(t);
+        tu_set_threads(t);
         for (size_t c = 0; c < sizeof k_cases / sizeof *k_cases; c++)
             for (int v = 0; v < 3; v++) {
                 int nm = 1 + (int)((c + (size_t)v) % 3);
@@ -263,7 +246,7 @@ static void test_typed_gta(void **state)
                 check_typed(&k_cases[c], nm, numel, in_dt, outs[(c + (size_t)v) % 3], v == 2 ? 10000 : 0);
             }
     }
-    set_threads(2);
+    tu_set_threads(2);
 }
 
 /* The typed path with the selection's fallback and with a sample that misses. */

@@ -1,6 +1,10 @@
 /* tests/util/testutil.c: see testutil.h. */
 #include "testutil.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,4 +31,13 @@ int tu_rm_rf(const char *dir)
 {
     al_remove_tree(dir);
     return 0;
+}
+
+void tu_set_threads(int t)
+{
+#ifdef _OPENMP
+    omp_set_num_threads(t);
+#else
+    (void)t;
+#endif
 }

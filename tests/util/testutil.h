@@ -21,4 +21,7 @@ static inline uint64_t tu_xorshift(uint64_t *x)
     return *x;
 }
 
+/* OpenMP threads for the next parallel regions (no-op without OpenMP). */
+void tu_set_threads(int t);
+
 #endif
