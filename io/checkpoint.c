@@ -451,7 +451,12 @@ void al_ckpt_prefetch(al_ckpt *c, size_t i)
     const ck_tensor *t = data_owner(c, i);
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     uintptr_t a = (uintptr_t)v.data & ~(page - 1), e = (uintptr_t)v.data + t->info.nbytes;
-    if (e > a) (void)madvise((void *)a, e - a, MADV_WILLNEED);   /* a hint; failure is harmless */
+    if (e <= a || madvise((void *)a, e - a, MADV_POPULATE_READ) == 0) return;
+    /* before Linux 5.14: touch every page (a truncated file raises SIGBUS here as it
+     * would in the computing threads) */
+    unsigned char sum = 0;
+    for (uintptr_t p = a; p < e; p += page) sum ^= *(const volatile unsigned char *)p;
+    (void)sum;
 }
 
 /* Converted reads stage at most this many bytes of stored data at a time. */

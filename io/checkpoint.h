@@ -70,8 +70,10 @@ uint64_t al_ckpt_param_count(const al_ckpt *c);
  * AL_ERR_UNSUPPORTED when the format has no mapping (HDF5): use al_ckpt_read then. */
 al_status al_ckpt_view(al_ckpt *c, size_t i, al_view *out, al_error *err);
 
-/* Hint that tensor i will be read soon: the kernel starts reading its pages in the
- * background (MADV_WILLNEED on the mapping). Does nothing for unmapped formats. */
+/* Read tensor i's pages into memory now and map them (MADV_POPULATE_READ, or a read
+ * of every page on kernels without it); blocks until done. For a read-ahead thread:
+ * the threads that compute then find the data in place. Does nothing for unmapped
+ * formats. */
 void al_ckpt_prefetch(al_ckpt *c, size_t i);
 
 /* Copy rows [row0, row0+nrows) along dim 0 of tensor i into dst, converted to

@@ -24,6 +24,7 @@
 #define DEFAULT_SHARD_SIZE 5000000000ull          /* mergekit's --out-shard-size 5B */
 #define CHUNK_ELEMS ((int64_t)1 << 20)             /* 4 MB of F32 per input buffer */
 #define CACHE_BUDGET ((uint64_t)256 << 20)         /* whole-tensor cache for multi-pass methods */
+#define PREFETCH_BYTES ((uint64_t)256 << 20)       /* read-ahead of inputs across tensors */
 
 /* ---- job structures ---------------------------------------------------------- */
 
@@ -1025,9 +1026,17 @@ static al_status aw_start(aw_t *a, al_writer *w, size_t cap, al_error *err)
     pthread_cond_init(&a->cv, NULL);
     a->buf[0] = al_malloc_aligned(cap);
     a->buf[1] = al_malloc_aligned(cap);
-    if (!a->buf[0] || !a->buf[1]) return al_errorf(err, AL_ERR_NOMEM, "out of memory for output buffers");
-    if (pthread_create(&a->th, NULL, aw_main, a) != 0)
-        return al_errorf(err, AL_ERR_INTERNAL, "cannot start the output thread");
+    al_status s = AL_OK;
+    if (!a->buf[0] || !a->buf[1]) s = al_errorf(err, AL_ERR_NOMEM, "out of memory for output buffers");
+    else if (pthread_create(&a->th, NULL, aw_main, a) != 0)
+        s = al_errorf(err, AL_ERR_INTERNAL, "cannot start the output thread");
+    if (s != AL_OK) {                  /* the caller stops only a started writer */
+        al_free(a->buf[0]);
+        al_free(a->buf[1]);
+        pthread_mutex_destroy(&a->mu);
+        pthread_cond_destroy(&a->cv);
+        return s;
+    }
     a->started = true;
     return AL_OK;
 }
@@ -1051,11 +1060,91 @@ static al_status aw_stop(aw_t *a, al_error *err)
     return a->st == AL_OK ? AL_OK : aw_fail(a, err);
 }
 
-static void prefetch_tensor(const al_merge_job *j, size_t n)
+/* ---- read-ahead --------------------------------------------------------------------
+ * One thread reads the inputs of the tensors ahead of the merge, tensor by tensor and
+ * input by input, at most PREFETCH_BYTES ahead. Reading one file range at a time
+ * keeps the disk's access sequential: the computing threads alone would fault in
+ * pages of all inputs at once, which a (virtual) disk serves at half the speed of
+ * sequential reads (measured here: 4 files read in parallel 9.2 s, one after the
+ * other 4.4-5.6 s). Where the reader falls behind, the merge faults pages in itself. */
+typedef struct {
+    al_merge_job *j;
+    uint64_t *end;             /* end[i]: input bytes of the tensors before i+1 (mine only) */
+    size_t cur;                /* tensor being merged */
+    bool stop, started;
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} pf_t;
+
+static uint64_t in_bytes(const al_merge_job *j, size_t i)
 {
-    const jb_tensor *t = &j->t[n];
-    for (size_t k = 0; k < t->pub.n_inputs; k++)
-        al_ckpt_prefetch(j->models[t->in_model[k]].ck, (size_t)t->in_tensor[k]);
+    const jb_tensor *t = &j->t[i];
+    return t->mine && !t->pub.copy ? tensor_bytes(&t->pub) * t->pub.n_inputs : 0;
+}
+
+static void *pf_main(void *arg)
+{
+    pf_t *p = arg;
+    const al_merge_job *j = p->j;
+    for (size_t n = 0; n < j->n; n++) {
+        if (!in_bytes(j, n)) continue;
+        pthread_mutex_lock(&p->mu);
+        /* tensor n may start once the bytes from the current tensor up to it fit */
+        while (!p->stop && n > p->cur && p->end[n] - (p->cur ? p->end[p->cur - 1] : 0) > PREFETCH_BYTES)
+            pthread_cond_wait(&p->cv, &p->mu);
+        bool stop = p->stop;
+        size_t cur = p->cur;
+        pthread_mutex_unlock(&p->mu);
+        if (stop) break;
+        if (n < cur) continue;
+        const jb_tensor *t = &j->t[n];
+        for (size_t k = 0; k < t->pub.n_inputs; k++)
+            al_ckpt_prefetch(j->models[t->in_model[k]].ck, (size_t)t->in_tensor[k]);
+    }
+    return NULL;
+}
+
+/* Start the reader (nothing to do on failure: the merge then reads on demand). */
+static void pf_start(pf_t *p, al_merge_job *j)
+{
+    memset(p, 0, sizeof *p);
+    p->j = j;
+    if (!(p->end = al_malloc((j->n ? j->n : 1) * sizeof *p->end))) return;
+    uint64_t sum = 0;
+    for (size_t i = 0; i < j->n; i++) p->end[i] = sum += in_bytes(j, i);
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->started = pthread_create(&p->th, NULL, pf_main, p) == 0;
+    if (!p->started) {
+        pthread_mutex_destroy(&p->mu);
+        pthread_cond_destroy(&p->cv);
+    }
+}
+
+static void pf_at(pf_t *p, size_t i)
+{
+    if (!p->started) return;
+    pthread_mutex_lock(&p->mu);
+    p->cur = i;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void pf_stop(pf_t *p)
+{
+    if (p->started) {
+        pthread_mutex_lock(&p->mu);
+        p->stop = true;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        pthread_join(p->th, NULL);
+        pthread_mutex_destroy(&p->mu);
+        pthread_cond_destroy(&p->cv);
+        p->started = false;
+    }
+    al_free(p->end);
+    p->end = NULL;
 }
 
 /* acc (nullable): measure instead of write: acc[0] += sum |sum_t tau_t|, acc[1] +=
@@ -1479,7 +1568,8 @@ al_status al_merge_job_run(al_merge_job *j, const char *out_path, al_error *err)
     if (s == AL_OK && (s = aw_start(&aw, w, cap * 8, err)) == AL_OK) aw_on = true;   /* F64 output at most */
     al_merge_progress pr = {0, 0, 0, total, NULL};
     for (size_t i = 0; i < j->n; i++) pr.tensors_total += j->t[i].mine;
-    bool first = true;
+    pf_t pf;
+    pf_start(&pf, j);
     for (size_t i = 0; i < j->n && s == AL_OK; i++) {
         if (!j->t[i].mine) continue;
         if (j->o.fail_tensor && strcmp(j->o.fail_tensor, j->t[i].name) == 0) {
@@ -1487,18 +1577,14 @@ al_status al_merge_job_run(al_merge_job *j, const char *out_path, al_error *err)
                           j->models[j->t[i].in_model[0]].path, j->t[i].pub.inputs[0].tensor);
             break;
         }
-        /* the first tensor's inputs, then always the next one's, start coming from
-         * disk (in the background) while this one is merged */
-        if (first) prefetch_tensor(j, i);
-        first = false;
-        for (size_t n = i + 1; n < j->n; n++)
-            if (j->t[n].mine && !j->t[n].pub.copy) { prefetch_tensor(j, n); break; }
+        pf_at(&pf, i);
         if ((s = run_tensor(j, &j->t[i], &aw, obuf, NULL, err)) != AL_OK) break;
         pr.tensors_done++;
         pr.bytes_done += tensor_bytes(&j->t[i].pub);
         pr.tensor = j->t[i].name;
         if (j->o.progress) j->o.progress(j->o.progress_ud, &pr);
     }
+    pf_stop(&pf);
     if (aw_on) {
         aw_on = false;
         al_status s2 = aw_stop(&aw, s == AL_OK ? err : NULL);

@@ -25,34 +25,25 @@
 #define KEY_TILE 1024
 #define SAMPLE_MIN ((int64_t)1 << 14)
 #define SAMPLE_MAX ((int64_t)1 << 22)
-#define GROUP 16                 /* keys per bracket check in the pass */
 #define RUN 16                   /* sampled keys per random position */
 
 static int g_test_mode;
 void al_topk_test_mode(int mode) { g_test_mode = mode; }
 
-void al_dkeys(void *vc, uint32_t *keys, int64_t i0, int64_t i1)
+AL_HOT void al_dkeys(void *vc, uint32_t *keys, int64_t i0, int64_t i1)
 {
     const al_dkey_ctx *c = vc;
+    if (c->x->dtype == AL_BF16 && c->b->dtype == AL_BF16) {      /* the common case, fused */
+        const uint16_t *x = (const uint16_t *)c->x->data + i0, *b = (const uint16_t *)c->b->data + i0;
+        for (int64_t j = 0; j < i1 - i0; j++) keys[j] = al_abs_key(al_bf16_to_f32(x[j]) - al_bf16_to_f32(b[j]));
+        return;
+    }
     float x[KEY_TILE], b[KEY_TILE];
     for (int64_t a = i0; a < i1; a += KEY_TILE) {
         int64_t L = i1 - a < KEY_TILE ? i1 - a : KEY_TILE;
         al_src_load(x, c->x, a, L);
         al_src_load(b, c->b, a, L);
         for (int64_t j = 0; j < L; j++) keys[a - i0 + j] = al_abs_key(x[j] - b[j]);
-    }
-}
-
-/* Ascending LSD radix sort of a[0..n), 4 x 8 bits, tmp of n scratch. */
-static void sort_u32(uint32_t *a, uint32_t *tmp, int64_t n)
-{
-    for (int sh = 0; sh < 32; sh += 8) {
-        int64_t cnt[257] = { 0 };
-        for (int64_t j = 0; j < n; j++) cnt[((a[j] >> sh) & 0xffu) + 1]++;
-        if (cnt[((a[0] >> sh) & 0xffu) + 1] == n) continue;   /* one bucket: nothing moves */
-        for (int b = 0; b < 256; b++) cnt[b + 1] += cnt[b];
-        for (int64_t j = 0; j < n; j++) tmp[cnt[(a[j] >> sh) & 0xffu]++] = a[j];
-        memcpy(a, tmp, (size_t)n * sizeof *a);
     }
 }
 
@@ -64,13 +55,6 @@ typedef struct {
     int64_t cap, len, above;
     bool full;
 } band_buf;
-
-typedef struct { const uint32_t *keys; } arr_ctx;
-static void arr_keys(void *vc, uint32_t *keys, int64_t i0, int64_t i1)
-{
-    const arr_ctx *c = vc;
-    memcpy(keys, c->keys + i0, (size_t)(i1 - i0) * sizeof *keys);
-}
 
 /* Index of the need-th key equal to thr (1-based, element order) in [0, n): each
  * thread counts its contiguous range, then the range where the count crosses is
@@ -157,36 +141,39 @@ AL_HOT static void band_range(band_buf *B, int64_t i0, int64_t i1, uint32_t lo, 
                               al_key_fn fn, void *ctx)
 {
     uint32_t keys[KEY_TILE];
+    uint8_t in[KEY_TILE + 64];
     uint32_t *restrict bk = B->key, *restrict bi = B->idx;
     const uint32_t span = hi - lo;                   /* key in [lo, hi] <=> key - lo <= span */
     int64_t above = 0, len = 0;
     for (int64_t a = i0; a < i1; a += KEY_TILE) {
         int64_t L = i1 - a < KEY_TILE ? i1 - a : KEY_TILE;
         fn(ctx, keys, a, a + L);
-        /* counting vectorizes; the bracket holds about 1% of the keys, so only the
-         * few groups of GROUP keys that hold any are scanned one by one */
-        int64_t in = 0;
-        int ng = (int)((L + GROUP - 1) / GROUP);
-        uint8_t gin[KEY_TILE / GROUP];
-        for (int gi = 0; gi < ng; gi++) {
-            int64_t j0 = (int64_t)gi * GROUP, j1 = j0 + GROUP < L ? j0 + GROUP : L;
-            int c = 0;
-            for (int64_t j = j0; j < j1; j++) {
-                above += keys[j] > hi;
-                c += keys[j] - lo <= span;
+        /* both loops vectorize; the bracket holds about 1% of the keys: the flags
+         * become a 64-bit mask per 64 keys, whose set bits are visited */
+        uint32_t ab = 0;
+        for (int64_t j = 0; j < L; j++) ab += keys[j] > hi;
+        above += ab;
+        for (int64_t j = 0; j < L; j++) in[j] = keys[j] - lo <= span;
+        memset(in + L, 0, 64);
+        for (int64_t j = 0; j < L; j += 64) {
+            uint64_t m = 0;
+            for (int q = 0; q < 8; q++) {
+                uint64_t w;
+                memcpy(&w, in + j + 8 * q, 8);
+                /* bytes of 0/1 -> 8 bits: byte k lands on bit 56 + k, without carries */
+                m |= ((w * 0x0102040810204080ull) >> 56) << (8 * q);
             }
-            gin[gi] = (uint8_t)c;
-            in += c;
-        }
-        if (!in) continue;
-        if (len + in > B->cap) { B->full = true; break; }
-        for (int gi = 0; gi < ng; gi++) {
-            if (!gin[gi]) continue;
-            int64_t j0 = (int64_t)gi * GROUP, j1 = j0 + GROUP < L ? j0 + GROUP : L;
-            for (int64_t j = j0; j < j1; j++)
-                if (keys[j] - lo <= span) { bk[len] = keys[j]; bi[len] = (uint32_t)(a + j); len++; }
+            while (m) {
+                int64_t t = j + __builtin_ctzll(m);
+                m &= m - 1;
+                if (len == B->cap) { B->full = true; goto out; }
+                bk[len] = keys[t];
+                bi[len] = (uint32_t)(a + t);
+                len++;
+            }
         }
     }
+out:
     B->len = len;
     B->above = above;
 }
@@ -202,17 +189,29 @@ static void band_pass(band_buf *bb, int nthr, int64_t n, uint32_t lo, uint32_t h
     }
 }
 
-/* thr = the kb-th largest of keys[0..len), with the counts of greater and equal keys. */
+typedef struct { const uint32_t *keys; } arr_ctx;
+static void arr_keys(void *vc, uint32_t *keys, int64_t i0, int64_t i1)
+{
+    const arr_ctx *c = vc;
+    memcpy(keys, c->keys + i0, (size_t)(i1 - i0) * sizeof *keys);
+}
+
+/* thr = the kb-th largest of keys[0..len), and the counts of greater and equal keys
+ * added to out's: a selection on a copy when small, else the parallel radix select
+ * (bf16 deltas take few distinct values, which slows a selection by partitioning). */
 static al_status select_in(const uint32_t *keys, int64_t len, int64_t kb, al_topk *out, al_error *err)
 {
-    if (len <= ((int64_t)1 << 16)) {           /* small: sort a copy */
-        uint32_t *c = al_malloc((size_t)len * 2 * sizeof *c);
+    if (len <= ((int64_t)1 << 16)) {
+        uint32_t *c = al_malloc((size_t)len * sizeof *c);
         if (!c) return al_errorf(err, AL_ERR_NOMEM, "merge: out of memory for selection");
         memcpy(c, keys, (size_t)len * sizeof *c);
-        sort_u32(c, c + len, len);
+        select_u32(c, len, len - kb);
         out->thr = c[len - kb];
         al_free(c);
-        for (int64_t i = 0; i < len; i++) { out->n_greater += keys[i] > out->thr; out->n_equal += keys[i] == out->thr; }
+        int64_t gt = 0, eq = 0;
+        for (int64_t i = 0; i < len; i++) { gt += keys[i] > out->thr; eq += keys[i] == out->thr; }
+        out->n_greater += gt;
+        out->n_equal += eq;
         return AL_OK;
     }
     al_rsel r;
