@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../core/alloc.h"
 #include "../io/checkpoint.h"
@@ -32,11 +33,57 @@ static float gauss(uint64_t seed, uint64_t tensor, uint64_t i)
     return (s - 2.0f) * 1.7320508f;
 }
 
+/* A PEFT LoRA adapter for the model above: rank R on every layer's q_proj. */
+static int gen_lora(const char *out, long L, long D, long R, uint64_t seed)
+{
+    char p[4096];
+    al_error err = {0};
+    al_writer *w = NULL;
+    float *buf = malloc((size_t)(R * D) * sizeof *buf);
+    snprintf(p, sizeof p, "%s", out);                 /* mkdir -p */
+    for (char *c = p + 1; *c; c++)
+        if (*c == '/') { *c = 0; mkdir(p, 0755); *c = '/'; }
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/adapter_config.json", out);
+    FILE *f = fopen(p, "w");
+    if (!f || !buf) { fprintf(stderr, "gen_llama: cannot create %s\n", p); free(buf); if (f) fclose(f); return 1; }
+    fprintf(f, "{\"peft_type\": \"LORA\", \"r\": %ld, \"lora_alpha\": %ld, \"target_modules\": [\"q_proj\"], "
+               "\"bias\": \"none\", \"fan_in_fan_out\": false}\n", R, 2 * R);
+    fclose(f);
+    snprintf(p, sizeof p, "%s/adapter_model.safetensors", out);
+    al_writer_opts o = {.format = AL_FMT_SAFETENSORS, .force = true};
+    if (al_writer_open(&w, p, &o, &err) != AL_OK) goto fail;
+    for (long l = 0; l < L; l++) {
+        char n[160];
+        int64_t a[2] = { R, D }, b[2] = { D, R };
+        snprintf(n, sizeof n, "base_model.model.model.layers.%ld.self_attn.q_proj.lora_A.weight", l);
+        if (al_writer_add(w, n, AL_F32, 2, a, &err) != AL_OK) goto fail;
+        snprintf(n, sizeof n, "base_model.model.model.layers.%ld.self_attn.q_proj.lora_B.weight", l);
+        if (al_writer_add(w, n, AL_F32, 2, b, &err) != AL_OK) goto fail;
+    }
+    if (al_writer_begin(w, &err) != AL_OK) goto fail;
+    for (long k = 0; k < 2 * L; k++) {
+        for (long e = 0; e < R * D; e++) buf[e] = 0.01f * gauss(seed, (uint64_t)k, (uint64_t)e);
+        if (al_writer_write(w, buf, (uint64_t)(R * D) * 4, &err) != AL_OK) goto fail;
+    }
+    if (al_writer_commit(w, &err) != AL_OK) goto fail;
+    al_writer_free(w);
+    free(buf);
+    printf("%s: LoRA adapter, rank %ld on %ld q_proj\n", out, R, L);
+    return 0;
+fail:
+    fprintf(stderr, "gen_llama: %s\n", err.msg);
+    al_writer_free(w);
+    free(buf);
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
     const char *out = NULL;
     long L = 16, D = 2048, F = 5632, V = 32000, H = 32, K = 4;
     uint64_t seed = 1, base_seed = 0, shard = 0;
+    long lora = 0;
     double delta = 0;
     al_dtype dt = AL_BF16;
     for (int i = 1; i < argc; i++) {
@@ -53,10 +100,12 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--base-seed")) base_seed = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--delta")) delta = atof(v);
         else if (!strcmp(a, "--shard-size")) shard = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--lora")) lora = atol(v);
         else if (!strcmp(a, "--dtype")) { if (!al_dtype_from_user(v, &dt)) { fprintf(stderr, "bad dtype\n"); return 1; } }
         else { fprintf(stderr, "unknown option %s\n", a); return 1; }
     }
     if (!out) { fprintf(stderr, "usage: gen_llama OUT_DIR [options]\n"); return 1; }
+    if (lora > 0) return gen_lora(out, L, D, lora, seed);
     long hd = D / H;
     struct { char name[128]; int ndim; int64_t shape[2]; } *t = calloc((size_t)(L * 9 + 3), sizeof *t);
     size_t n = 0;

@@ -31,7 +31,8 @@ static const char k_help[] =
     "  --check            validate the recipe only (reads no model); exit 0 if it can run\n"
     "  --dry-run          print every output tensor, its inputs and resolved parameters\n"
     "  --list-models      print each model the recipe references (and the highest layer\n"
-    "                     a slice reads from it), then exit\n"
+    "                     a slice reads from it), and each LoRA adapter (marked 'lora'),\n"
+    "                     then exit\n"
     "  -o, --out OUT      output directory (written atomically)\n"
     "  --models DIR       where org/model references are looked up (DIR/org/model),\n"
     "                     before the Hugging Face cache ($HF_HOME/hub)\n"
@@ -129,28 +130,45 @@ static void print_plan(const al_merge_job *j, size_t doc, size_t ndocs)
 
 /* Each referenced model once (intermediate documents excluded), with the highest
  * layer_range end a slice reads from it (0 if only whole-model use). */
+#define MAX_REFS 1024
+
+/* The references of a models: or slices: body, with the highest layer each reads. */
+static void body_refs(const al_input_model *models, size_t n_models, const al_slice *slices, size_t n_slices,
+                      const al_model_ref **refs, int64_t *ends, size_t *k)
+{
+    for (size_t i = 0; i < n_models && *k < MAX_REFS; i++) { refs[*k] = &models[i].model; ends[(*k)++] = 0; }
+    for (size_t s = 0; s < n_slices; s++) {
+        if (slices[s].base_model && *k < MAX_REFS) { refs[*k] = slices[s].base_model; ends[(*k)++] = 0; }
+        for (size_t i = 0; i < slices[s].n_sources && *k < MAX_REFS; i++) {
+            refs[*k] = &slices[s].sources[i].model;
+            ends[(*k)++] = slices[s].sources[i].layer_end;
+        }
+    }
+}
+
 static void print_models(const al_recipe *r)
 {
-    const char *seen[512];
+    const char *seen[512], *lseen[64];
     int64_t top[512];
-    size_t n = 0;
+    size_t n = 0, nl = 0;
     for (size_t d = 0; d < r->n_docs; d++) {
         const al_recipe_doc *doc = &r->docs[d];
-        const al_model_ref *refs[1024];
-        int64_t ends[1024];
+        const al_model_ref *refs[MAX_REFS];
+        int64_t ends[MAX_REFS];
         size_t k = 0;
         if (doc->base_model) { refs[k] = doc->base_model; ends[k++] = 0; }
-        for (size_t i = 0; i < doc->n_models && k < 1024; i++) { refs[k] = &doc->models[i].model; ends[k++] = 0; }
-        for (size_t s = 0; s < doc->n_slices; s++) {
-            if (doc->slices[s].base_model && k < 1024) { refs[k] = doc->slices[s].base_model; ends[k++] = 0; }
-            for (size_t i = 0; i < doc->slices[s].n_sources && k < 1024; i++) {
-                refs[k] = &doc->slices[s].sources[i].model;
-                ends[k++] = doc->slices[s].sources[i].layer_end;
-            }
-        }
-        if (doc->tokenizer_source == AL_TOKSRC_MODEL && k < 1024) { refs[k] = &doc->tokenizer_source_model; ends[k++] = 0; }
+        body_refs(doc->models, doc->n_models, doc->slices, doc->n_slices, refs, ends, &k);
+        for (size_t m = 0; m < doc->n_modules; m++)
+            body_refs(doc->modules[m].models, doc->modules[m].n_models, doc->modules[m].slices,
+                      doc->modules[m].n_slices, refs, ends, &k);
+        if (doc->tokenizer_source == AL_TOKSRC_MODEL && k < MAX_REFS) { refs[k] = &doc->tokenizer_source_model; ends[k++] = 0; }
         for (size_t i = 0; i < k; i++) {
             if (refs[i]->doc_index >= 0) continue;
+            if (refs[i]->lora) {                       /* adapters: one line each, marked */
+                size_t m = 0;
+                while (m < nl && strcmp(lseen[m], refs[i]->lora) != 0) m++;
+                if (m == nl && nl < 64) lseen[nl++] = refs[i]->lora;
+            }
             const char *t = refs[i]->path;
             size_t m = 0;
             while (m < n && strcmp(seen[m], t) != 0) m++;
@@ -159,6 +177,7 @@ static void print_models(const al_recipe *r)
         }
     }
     for (size_t m = 0; m < n; m++) printf("%s\t%lld\n", seen[m], (long long)top[m]);
+    for (size_t m = 0; m < nl; m++) printf("%s\t0\tlora\n", lseen[m]);
 }
 
 /* Reserve a hidden directory beside path (".NAME.alloy-merge-XXXXXX") and remove it

@@ -18,6 +18,7 @@
 #include "../core/alloc.h"
 #include "backend.h"
 #include "hfdir.h"
+#include "lora.h"
 
 typedef struct {
     const al_backend_ops *ops;
@@ -43,6 +44,8 @@ struct al_ckpt {
     size_t nmeta;
     long *slots;            /* open-addressing hash of names -> tensor index; -1 empty */
     size_t nslots;
+    al_lora *lora;          /* attached adapter, or NULL */
+    long *lora_of;          /* per tensor: the adapter's entry, or -1 */
 };
 
 const char *al_format_name(al_format f)
@@ -380,6 +383,8 @@ void al_ckpt_close(al_ckpt *c)
     al_free(c->slots);
     al_free(c->path);
     al_free(c->dir);
+    al_lora_close(c->lora);
+    al_free(c->lora_of);
     al_free(c);
 }
 
@@ -428,11 +433,48 @@ static const ck_tensor *data_owner(const al_ckpt *c, size_t i)
     return t->alias_of >= 0 ? &c->t[t->alias_of] : t;
 }
 
+/* The adapter entry that changes tensor i (through its tied alias too), or -1. */
+static long lora_entry_of(const al_ckpt *c, size_t i)
+{
+    if (!c->lora_of) return -1;
+    long o = c->t[i].alias_of >= 0 ? c->t[i].alias_of : (long)i;
+    return c->lora_of[o];
+}
+
+al_status al_ckpt_attach_lora(al_ckpt *c, const char *adapter_dir, al_error *err)
+{
+    if (c->lora) return al_errorf(err, AL_ERR_USAGE, "%s: a LoRA adapter is attached already", c->path);
+    al_lora *l = NULL;
+    al_status s = al_lora_open(&l, adapter_dir, err);
+    if (s != AL_OK) return s;
+    long *of = al_malloc((c->n ? c->n : 1) * sizeof *of);
+    if (!of) { al_lora_close(l); return al_errorf(err, AL_ERR_NOMEM, "out of memory"); }
+    for (size_t i = 0; i < c->n; i++) of[i] = -1;
+    for (size_t k = 0; k < al_lora_count(l) && s == AL_OK; k++) {
+        long i = al_ckpt_find(c, al_lora_target(l, k));
+        if (i < 0) {
+            s = al_errorf(err, AL_ERR_NOTFOUND, "%s: the adapter changes '%s', which %s does not have",
+                          adapter_dir, al_lora_target(l, k), c->path);
+            break;
+        }
+        if (c->t[i].alias_of >= 0) i = c->t[i].alias_of;
+        s = al_lora_check(l, k, &c->t[i].info, err);
+        of[i] = (long)k;
+    }
+    if (s != AL_OK) { al_free(of); al_lora_close(l); return s; }
+    c->lora = l;
+    c->lora_of = of;
+    return AL_OK;
+}
+
 al_status al_ckpt_view(al_ckpt *c, size_t i, al_view *out, al_error *err)
 {
     if (i >= c->n) return al_errorf(err, AL_ERR_USAGE, "%s: tensor index %zu out of range", c->path, i);
     const ck_tensor *t = data_owner(c, i);
     const ck_file *f = &c->files[t->file];
+    if (lora_entry_of(c, i) >= 0)
+        return al_errorf(err, AL_ERR_UNSUPPORTED, "%s: tensor '%s' has a LoRA adapter applied (%s): read it",
+                         f->path, c->t[i].info.name, al_lora_path(c->lora));
     const void *p = f->ops->map ? f->ops->map(f->handle, &t->bt) : NULL;
     if (!p) return al_errorf(err, AL_ERR_UNSUPPORTED, "%s: tensor '%s': %s files cannot be mapped",
                              f->path, c->t[i].info.name, f->ops->name);
@@ -462,8 +504,9 @@ void al_ckpt_prefetch(al_ckpt *c, size_t i)
 /* Converted reads stage at most this many bytes of stored data at a time. */
 #define CK_STAGE_BYTES (4u << 20)
 
-al_status al_ckpt_read(al_ckpt *c, size_t i, int64_t row0, int64_t nrows, void *dst,
-                       al_dtype dst_dtype, al_error *err)
+/* adapted: apply the attached adapter (false reads the stored W itself). */
+static al_status read_rows(al_ckpt *c, size_t i, int64_t row0, int64_t nrows, void *dst,
+                           al_dtype dst_dtype, bool adapted, al_error *err)
 {
     if (i >= c->n) return al_errorf(err, AL_ERR_USAGE, "%s: tensor index %zu out of range", c->path, i);
     const ck_tensor *t = data_owner(c, i);
@@ -476,6 +519,21 @@ al_status al_ckpt_read(al_ckpt *c, size_t i, int64_t row0, int64_t nrows, void *
                          f->path, name, (long long)row0, (long long)(row0 + nrows), (long long)rows);
     al_dtype st = t->info.dtype;
     uint64_t row_bytes = rows ? t->info.nbytes / (uint64_t)rows : 0;
+    long le = adapted ? lora_entry_of(c, i) : -1;
+    if (le >= 0 && nrows) {
+        /* adapted rows: computed in F32, then converted to what the caller asked for */
+        if (!al_dtype_is_float(dst_dtype))
+            return al_errorf(err, AL_ERR_DTYPE, "%s: tensor '%s' has a LoRA adapter applied: read it as a float",
+                             f->path, name);
+        float *w = dst_dtype == AL_F32 ? dst : al_malloc((size_t)(nrows * row_n) * sizeof *w);
+        if (!w) return al_errorf(err, AL_ERR_NOMEM, "out of memory reading '%s'", name);
+        al_status s = AL_OK;
+        if (!al_lora_replaces(c->lora, (size_t)le)) s = read_rows(c, i, row0, nrows, w, AL_F32, false, err);
+        if (s == AL_OK) s = al_lora_rows(c->lora, (size_t)le, row0, nrows, row_n, w, err);
+        if (s == AL_OK && w != dst) al_convert(dst, dst_dtype, w, AL_F32, (size_t)(nrows * row_n));
+        if (w != dst) al_free(w);
+        return s;
+    }
     if (dst_dtype == st)
         return nrows ? f->ops->read_rows(f->handle, &t->bt, row0, nrows, dst, err) : AL_OK;
     if (!al_dtype_is_float(st) || !al_dtype_is_float(dst_dtype))
@@ -503,6 +561,12 @@ al_status al_ckpt_read(al_ckpt *c, size_t i, int64_t row0, int64_t nrows, void *
     }
     al_free(stage);
     return s;
+}
+
+al_status al_ckpt_read(al_ckpt *c, size_t i, int64_t row0, int64_t nrows, void *dst,
+                       al_dtype dst_dtype, al_error *err)
+{
+    return read_rows(c, i, row0, nrows, dst, dst_dtype, true, err);
 }
 
 al_status al_ckpt_copy_with(al_ckpt *in, al_writer *w, const char *const *rep_names, const float *const *rep_data,

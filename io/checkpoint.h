@@ -70,6 +70,12 @@ uint64_t al_ckpt_param_count(const al_ckpt *c);
  * AL_ERR_UNSUPPORTED when the format has no mapping (HDF5): use al_ckpt_read then. */
 al_status al_ckpt_view(al_ckpt *c, size_t i, al_view *out, al_error *err);
 
+/* Apply a PEFT LoRA adapter (io/lora.h) to this checkpoint: from now on, reads of the
+ * tensors it targets return W + s B A (or its replacement), and views of them are
+ * refused (AL_ERR_UNSUPPORTED) so that callers read. Every target must exist with the
+ * matching shape; the error names the adapter and the tensor. Once per checkpoint. */
+al_status al_ckpt_attach_lora(al_ckpt *c, const char *adapter_dir, al_error *err);
+
 /* Read tensor i's pages into memory now and map them (MADV_POPULATE_READ, or a read
  * of every page on kernels without it); blocks until done. For a read-ahead thread:
  * the threads that compute then find the data in place. Does nothing for unmapped

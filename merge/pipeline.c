@@ -31,6 +31,7 @@
 typedef struct {
     char *ref;            /* as written */
     char *path;           /* resolved */
+    char *lora;           /* resolved LoRA adapter applied to it, or NULL */
     al_ckpt *ck;
     long n_layers;        /* max block index + 1 */
     al_pos pos;
@@ -46,6 +47,7 @@ typedef struct {
     jb_source *src;
     size_t n;
     const al_params *params;
+    const al_params *mparams;  /* the module's parameters (modules: default), or NULL */
     int base;                  /* model index of the slice's base, or -1 */
 } jb_slice;
 
@@ -157,30 +159,49 @@ static al_status lookup_output(void *ud, int doc_index, const char *name, char *
     const al_recipe_doc *d = &u->r->docs[doc_index];
     const al_model_ref *first = d->n_models ? &d->models[0].model
                               : d->n_slices && d->slices[0].n_sources ? &d->slices[0].sources[0].model : NULL;
+    if (!first && d->n_modules) {
+        const al_module *m = &d->modules[0];
+        first = m->n_models ? &m->models[0].model
+              : m->n_slices && m->slices[0].n_sources ? &m->slices[0].sources[0].model : NULL;
+    }
     if (!first) return al_errorf(err, AL_ERR_RECIPE, "intermediate '%s' has no inputs", name);
     al_resolve_opts ro = {u->o->models_dir, lookup_output, ud};
     return al_model_resolve_ex(first, &ro, path_out, err);
 }
 
+static bool same_str(const char *a, const char *b) { return a == b || (a && b && strcmp(a, b) == 0); }
+
 static al_status add_model(al_merge_job *j, const al_model_ref *ref, int *idx, al_error *err)
 {
     lookup_ud ud = {&j->o, j->r};
-    al_resolve_opts ro = {j->o.models_dir, lookup_output, &ud};
-    char *path = NULL;
+    al_resolve_opts ro = {j->o.models_dir, lookup_output, &ud, true};
+    char *path = NULL, *lora = NULL;
     al_status s = al_model_resolve_ex(ref, &ro, &path, err);
-    if (s != AL_OK) return al_error_prefix(err, "%s:%d:%d: ", j->r->filename, ref->pos.line, ref->pos.col);
+    if (s == AL_OK && ref->lora) s = al_model_resolve_lora(ref, &ro, &lora, err);
+    if (s != AL_OK) {
+        al_free(path);
+        return al_error_prefix(err, "%s:%d:%d: ", j->r->filename, ref->pos.line, ref->pos.col);
+    }
+    /* model+adapter is a model of its own */
     for (size_t i = 0; i < j->n_models; i++)
-        if (strcmp(j->models[i].path, path) == 0) { *idx = (int)i; al_free(path); return AL_OK; }
+        if (strcmp(j->models[i].path, path) == 0 && same_str(j->models[i].lora, lora)) {
+            *idx = (int)i;
+            al_free(path);
+            al_free(lora);
+            return AL_OK;
+        }
     jb_model *m = al_realloc(j->models, (j->n_models + 1) * sizeof *m);
-    if (!m) { al_free(path); return al_errorf(err, AL_ERR_NOMEM, "out of memory"); }
+    if (!m) { al_free(path); al_free(lora); return al_errorf(err, AL_ERR_NOMEM, "out of memory"); }
     j->models = m;
     jb_model *nm = &j->models[j->n_models];
     *nm = (jb_model){0};
     nm->path = path;
+    nm->lora = lora;
     nm->pos = ref->pos;
     j->n_models++;
     if (!(nm->ref = al_strdup(ref->text ? ref->text : path))) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
-    if ((s = al_ckpt_open(&nm->ck, path, err)) != AL_OK)
+    if ((s = al_ckpt_open(&nm->ck, path, err)) == AL_OK && lora) s = al_ckpt_attach_lora(nm->ck, lora, err);
+    if (s != AL_OK)
         return al_error_prefix(err, "%s:%d:%d: model '%s': ", j->r->filename, ref->pos.line, ref->pos.col, nm->ref);
     nm->n_layers = 0;
     for (size_t i = 0; i < al_ckpt_count(nm->ck); i++) {
@@ -194,29 +215,58 @@ static al_status add_model(al_merge_job *j, const al_model_ref *ref, int *idx, a
 
 /* ---- normalization into slices (recipes.md §1.3) ------------------------------ */
 
+/* The document's body: models: or slices:, or those of its one module. mergekit
+ * gives every single-module architecture (all text-only models) one module named
+ * `default`, so `modules: {default: ...}` is the same merge with the module's
+ * parameters as one more precedence level (recipes.md 1.4). */
+typedef struct {
+    const al_input_model *models;
+    size_t n_models;
+    bool has_models;
+    const al_slice *slices;
+    size_t n_slices;
+    const al_params *mparams;
+} doc_body;
+
+static al_status doc_body_of(const al_merge_job *j, doc_body *b, al_error *err)
+{
+    const al_recipe_doc *d = j->d;
+    *b = (doc_body){ d->models, d->n_models, d->has_models, d->slices, d->n_slices, NULL };
+    if (!d->has_modules) return AL_OK;
+    if (d->n_modules != 1 || strcmp(d->modules[0].name, "default") != 0) {
+        const al_module *m = &d->modules[d->n_modules > 1 ? 1 : 0];
+        return al_errorf(err, AL_ERR_UNSUPPORTED, "%s:%d:%d: module '%s': `modules:` recipes for multi-module "
+                         "architectures (vision towers, encoder-decoders) are not supported yet; a text-only "
+                         "model has one module, `default`", j->r->filename, m->pos.line, m->pos.col, m->name);
+    }
+    const al_module *m = &d->modules[0];
+    *b = (doc_body){ m->models, m->n_models, m->has_models, m->slices, m->n_slices, &m->params };
+    return AL_OK;
+}
+
 static al_status build_slices(al_merge_job *j, al_error *err)
 {
     const al_recipe_doc *d = j->d;
     al_status s;
     int base = -1;
-    if (d->has_modules)
-        return al_errorf(err, AL_ERR_UNSUPPORTED, "%s:%d:%d: `modules:` recipes are not supported yet",
-                         j->r->filename, d->pos.line, d->pos.col);
+    doc_body b;
+    if ((s = doc_body_of(j, &b, err)) != AL_OK) return s;
     if (d->base_model && (s = add_model(j, d->base_model, &base, err)) != AL_OK) return s;
-    if (d->has_models) {
+    if (b.has_models) {
         j->slices = al_calloc(1, sizeof *j->slices);
         if (!j->slices) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
         j->n_slices = 1;
         jb_slice *sl = &j->slices[0];
-        sl->src = al_calloc(d->n_models + 1, sizeof *sl->src);
+        sl->src = al_calloc(b.n_models + 1, sizeof *sl->src);
         if (!sl->src) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
         sl->base = base;
+        sl->mparams = b.mparams;
         bool base_listed = false;
-        for (size_t i = 0; i < d->n_models; i++) {
+        for (size_t i = 0; i < b.n_models; i++) {
             int mi;
-            if ((s = add_model(j, &d->models[i].model, &mi, err)) != AL_OK) return s;
+            if ((s = add_model(j, &b.models[i].model, &mi, err)) != AL_OK) return s;
             if (mi == base) base_listed = true;
-            sl->src[sl->n++] = (jb_source){mi, 0, 0, &d->models[i].params};
+            sl->src[sl->n++] = (jb_source){mi, 0, 0, &b.models[i].params};
         }
         if (base >= 0 && !base_listed) sl->src[sl->n++] = (jb_source){base, 0, 0, NULL};
         /* every model contributes all its layers; their counts must agree */
@@ -233,13 +283,14 @@ static al_status build_slices(al_merge_job *j, al_error *err)
         return AL_OK;
     }
     /* slices: */
-    j->slices = al_calloc(d->n_slices ? d->n_slices : 1, sizeof *j->slices);
+    j->slices = al_calloc(b.n_slices ? b.n_slices : 1, sizeof *j->slices);
     if (!j->slices) return al_errorf(err, AL_ERR_NOMEM, "out of memory");
     j->out_layers = 0;
-    for (size_t k = 0; k < d->n_slices; k++) {
-        const al_slice *in = &d->slices[k];
+    for (size_t k = 0; k < b.n_slices; k++) {
+        const al_slice *in = &b.slices[k];
         jb_slice *sl = &j->slices[j->n_slices++];
         sl->params = &in->params;
+        sl->mparams = b.mparams;
         sl->base = base;
         if (in->base_model && (s = add_model(j, in->base_model, &sl->base, err)) != AL_OK) return s;
         sl->src = al_calloc(in->n_sources ? in->n_sources : 1, sizeof *sl->src);
@@ -269,10 +320,10 @@ static al_status build_slices(al_merge_job *j, al_error *err)
 /* ---- parameters --------------------------------------------------------------- */
 
 /* Evaluate a parameter through the precedence chain, keeping string results (enums). */
-static bool chain_scalar(const al_params *const levels[3], const char *name, const char *tensor, double t,
+static bool chain_scalar(const al_params *const levels[4], const char *name, const char *tensor, double t,
                          al_pscalar *out)
 {
-    for (int l = 0; l < 3; l++) {
+    for (int l = 0; l < 4; l++) {
         const al_param *p = al_params_find(levels[l], name);
         if (!p) continue;
         bool found = false;
@@ -370,7 +421,7 @@ static al_status resolve_params(al_merge_job *j, jb_tensor *jt, const jb_slice *
         const al_param_def *def = &sm->params[i];
         al_pscalar v;
         if (def->scope == AL_SCOPE_GLOBAL) {
-            const al_params *lv[3] = {sl->params, &j->d->params, NULL};
+            const al_params *lv[4] = {sl->params, sl->mparams, &j->d->params, NULL};
             if (chain_scalar(lv, def->name, jt->name, jt->pub.t, &v)) {
                 if ((s = set_param(j, jt, def, -1, &v, err)) != AL_OK) goto fail;
             } else if (def->required) {
@@ -383,7 +434,7 @@ static al_status resolve_params(al_merge_job *j, jb_tensor *jt, const jb_slice *
         for (int k = 0; k < n_in; k++) {
             bool is_base = jt->has_base && k == jt->n_models;
             if (is_base && !sm->base_is_input) continue;
-            const al_params *lv[3] = {srcs[k]->params, sl->params, &j->d->params};
+            const al_params *lv[4] = {srcs[k]->params, sl->params, sl->mparams, &j->d->params};
             if (chain_scalar(lv, def->name, jt->inputs[k].tensor, jt->pub.t, &v)) {
                 if ((s = set_param(j, jt, def, is_base ? -2 : k, &v, err)) != AL_OK) goto fail;
             } else if (def->required && !is_base) {
@@ -813,6 +864,7 @@ void al_merge_job_free(al_merge_job *j)
         al_ckpt_close(j->models[i].ck);
         al_free(j->models[i].ref);
         al_free(j->models[i].path);
+        al_free(j->models[i].lora);
     }
     al_free(j->models);
     for (size_t k = 0; k < j->n_slices; k++) al_free(j->slices[k].src);

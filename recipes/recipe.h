@@ -304,7 +304,9 @@ void al_recipe_doc_visit_params(const al_recipe_doc *d, al_param_visit_fn fn, vo
  * ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub) as
  * models--org--model/snapshots/<rev>/, <rev> being the @revision (a commit
  * directory, or a branch/tag resolved through refs/<name>), default refs/main, or
- * the only snapshot when there are no refs. LoRA references are AL_ERR_UNSUPPORTED.
+ * the only snapshot when there are no refs. A `model+lora` reference is
+ * AL_ERR_UNSUPPORTED unless opts.allow_lora: then the model part is resolved, and
+ * al_model_resolve_lora finds the adapter the same way.
  * Failure is AL_ERR_NOTFOUND, listing every place looked. *path_out: al_free it. */
 typedef al_status (*al_output_lookup_fn)(void *ud, int doc_index, const char *name,
                                          char **path_out, al_error *err);
@@ -312,11 +314,15 @@ typedef struct {
     const char *models_dir;         /* nullable */
     al_output_lookup_fn lookup;     /* nullable: intermediates then fail */
     void *lookup_ud;
+    bool allow_lora;                /* the caller applies ref->lora itself */
 } al_resolve_opts;
 
 al_status al_model_resolve(const al_model_ref *ref, const char *models_dir,
                            char **path_out, al_error *err);
 al_status al_model_resolve_ex(const al_model_ref *ref, const al_resolve_opts *opts,
                               char **path_out, al_error *err);
+/* The adapter of a `model+lora` reference (ref->lora non-NULL). */
+al_status al_model_resolve_lora(const al_model_ref *ref, const al_resolve_opts *opts,
+                                char **path_out, al_error *err);
 
 #endif

@@ -135,7 +135,7 @@ al_status al_model_resolve_ex(const al_model_ref *ref, const al_resolve_opts *op
     if (opts) o = *opts;
     *path_out = NULL;
     if (!ref || !ref->path) return al_errorf(err, AL_ERR_USAGE, "al_model_resolve: empty reference");
-    if (ref->lora) {
+    if (ref->lora && !o.allow_lora) {
         st = al_errorf(err, AL_ERR_UNSUPPORTED, "model '%s' (line %d column %d): LoRA adapters "
                        "('+%s') are not supported; merge the adapter into its model first (e.g. "
                        "PEFT merge_and_unload) and reference the merged directory",
@@ -187,6 +187,23 @@ cleanup:
     al_free(cand);
     al_free(hub);
     return st;
+}
+
+al_status al_model_resolve_lora(const al_model_ref *ref, const al_resolve_opts *opts,
+                                char **path_out, al_error *err)
+{
+    *path_out = NULL;
+    if (!ref || !ref->lora) return al_errorf(err, AL_ERR_USAGE, "al_model_resolve_lora: no adapter");
+    al_model_ref a = { 0 };
+    a.text = ref->lora;
+    a.path = ref->lora;
+    a.revision = ref->lora_revision;
+    a.doc_index = -1;
+    a.pos = ref->pos;
+    al_resolve_opts o = { 0 };
+    if (opts) o.models_dir = opts->models_dir;     /* an adapter is never an intermediate */
+    al_status st = al_model_resolve_ex(&a, &o, path_out, err);
+    return st == AL_OK ? st : al_error_prefix(err, "LoRA adapter of '%s': ", ref->text);
 }
 
 al_status al_model_resolve(const al_model_ref *ref, const char *models_dir, char **path_out,

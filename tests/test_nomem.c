@@ -4,7 +4,7 @@
  * end in AL_ERR_NOMEM with no crash, nothing half-written, and (in `make asan`) no leak.
  *
  * Paths: opening a checkpoint and reading all its tensors (safetensors file, sharded
- * directory, HDF5 with deflate), parsing a recipe, a whole merge to disk (multi-document,
+ * directory, HDF5 with deflate, a model with a LoRA adapter applied), parsing a recipe, a whole merge to disk (multi-document,
  * TIES + LiNeS + slices), and the edit paths are swept in test_rome.c / test_memit.c. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -50,6 +50,22 @@ static long sweep(const char *what, path_fn fn, void *ctx, void (*cleanup)(void 
 
 /* ---- checkpoints ---- */
 
+/* A model with a LoRA adapter attached, every tensor read (adapted ones computed). */
+static al_status open_lora_read_all(void *ctx, al_error *err)
+{
+    (void)ctx;
+    al_ckpt *c = NULL;
+    al_status s = al_ckpt_open(&c, "tests/fixtures/lora/model", err);
+    if (s == AL_OK) s = al_ckpt_attach_lora(c, "tests/fixtures/lora/adapter", err);
+    for (size_t i = 0; s == AL_OK && i < al_ckpt_count(c); i++) {
+        const al_tensor_info *t = al_ckpt_info(c, i);
+        float buf[64];
+        s = al_ckpt_read(c, i, 0, t->ndim ? t->shape[0] : 1, buf, AL_F32, err);
+    }
+    al_ckpt_close(c);
+    return s;
+}
+
 static al_status open_read_all(void *ctx, al_error *err)
 {
     al_ckpt *c = NULL;
@@ -94,6 +110,7 @@ static void test_checkpoints(void **state)
     long n = sweep("safetensors file", open_read_all, "tests/fixtures/hf/tiny_gpt2/model.safetensors", NULL);
     n += sweep("sharded directory", open_read_all, sharded, NULL);
     n += sweep("HDF5 (deflate, bf16)", open_read_all, "tests/fuzz/seeds/hdf5/tiny_gpt2_deflate.h5", NULL);
+    n += sweep("model + LoRA adapter", open_lora_read_all, NULL, NULL);
     assert_true(n > 50);
 }
 

@@ -6,7 +6,7 @@ set -eu
 S=tests/fuzz/seeds
 ALLOY=${ALLOY:-build/alloy}
 rm -rf "$S"
-mkdir -p "$S/safetensors" "$S/index" "$S/hdf5" "$S/recipe" "$S/facts" "$S/tokenizer_json" "$S/tokenize" "$S/npz"
+mkdir -p "$S/safetensors" "$S/index" "$S/hdf5" "$S/recipe" "$S/facts" "$S/tokenizer_json" "$S/tokenize" "$S/npz" "$S/lora"
 cp tests/fixtures/hf/tiny_gpt2/model.safetensors "$S/safetensors/tiny_gpt2.safetensors"
 cp tests/fixtures/runtime/llama_tiny/ref_logits.safetensors "$S/safetensors/ref_logits.safetensors"
 printf '{"metadata": {"total_size": 16}, "weight_map": {"a.weight": "model-00001-of-00002.safetensors", "b.weight": "model-00002-of-00002.safetensors"}}\n' >"$S/index/two_shards.json"
@@ -22,6 +22,9 @@ done
 cp examples/eval/demo_facts.yaml "$S/facts/"
 head -c 3000 examples/edit-ten-facts.yaml >"$S/facts/edit_head.yaml"
 cp tests/fixtures/tokenizers/hand/*.json "$S/tokenizer_json/"
+# a rank-2 adapter for fuzz_lora's model (one layer, width 4)
+${GEN:-build/bench/gen_llama} "$S/lora/tmp" --layers 1 --dim 4 --lora 2 >/dev/null
+mv "$S/lora/tmp/adapter_model.safetensors" "$S/lora/q_proj.safetensors" && rm -rf "$S/lora/tmp"
 printf 'Hello world' >"$S/tokenize/hello.txt"
 printf 'caf\303\251 na\303\257ve \360\237\230\200 <s> \n\t  x' >"$S/tokenize/utf8.txt"
 printf '\377\376 bytes \200' >"$S/tokenize/invalid_utf8.txt"

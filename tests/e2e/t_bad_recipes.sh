@@ -140,10 +140,19 @@ models:
   - model: $E/base
     parameters: {weight: 1}
 EOF2
-bad 5 3:12 "not supported" <<EOF2
+bad 2 3:12 "LoRA adapter of" <<EOF2
 merge_method: linear
 models:
   - model: $E/base+some/lora
+    parameters: {weight: 1}
+EOF2
+mkdir -p "$T/pickled"
+printf '{"peft_type": "LORA", "r": 2, "lora_alpha": 4}' >"$T/pickled/adapter_config.json"
+printf 'not read' >"$T/pickled/adapter_model.bin"
+bad 5 3:12 "pickles" <<EOF2
+merge_method: linear
+models:
+  - model: $E/base+$T/pickled
     parameters: {weight: 1}
 EOF2
 bad 2 4:7 "must be a number" <<EOF2

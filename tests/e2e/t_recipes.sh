@@ -18,13 +18,15 @@ for r in tests/recipes/[0-9]*.yaml; do
     # replaced in a copy of the recipe by synthetic checkpoints of the same role
     cp "$r" "$T/recipe.yaml"
     k=0
-    while IFS="$(printf '\t')" read -r ref top; do
+    while IFS="$(printf '\t')" read -r ref top kind; do
         case "$ref" in
             /*|./*|../*|~*|*:*|*'\'*) k=$((k + 1)); dst="$M/local$k"
                 REF="$ref" DST="$dst" perl -0pi -e 's/\Q$ENV{REF}\E/$ENV{DST}/g' "$T/recipe.yaml";;
             *) dst="$M/$ref";;
         esac
-        $GEN "$dst" --layers "$L" --dim 16 --ffn 32 --vocab 64 --heads 4 --kv-heads 2 --dtype bf16 \
+        # a LoRA adapter (model+lora) gets a synthetic PEFT adapter for these models
+        lora=""; [ "${kind:-}" = lora ] && lora="--lora 4"
+        $GEN "$dst" --layers "$L" --dim 16 --ffn 32 --vocab 64 --heads 4 --kv-heads 2 --dtype bf16 $lora \
             --seed "$(printf '%s' "$ref" | cksum | cut -d' ' -f1)" >/dev/null || die "$f: gen $ref"
     done <"$T/list"
     set +e
