@@ -985,6 +985,16 @@ static al_status in_rows(jb_in *in, int64_t r0, int64_t nr, int64_t rrow, const 
 
 static int64_t gcd64(int64_t a, int64_t b) { while (b) { int64_t t = a % b; a = b; b = t; } return a; }
 
+/* Tell a worker thread to stop (under its mutex, waking it) and wait for it. */
+static void join_worker(pthread_mutex_t *mu, pthread_cond_t *cv, bool *stop, pthread_t th)
+{
+    pthread_mutex_lock(mu);
+    *stop = true;
+    pthread_cond_broadcast(cv);
+    pthread_mutex_unlock(mu);
+    pthread_join(th, NULL);
+}
+
 /* ---- overlapped output -----------------------------------------------------------
  * Writing the merged bytes (copying into the page cache, blocking when the kernel
  * throttles dirty pages to the disk's pace) runs on its own thread, fed in order from
@@ -1097,11 +1107,7 @@ static al_status aw_start(aw_t *a, al_writer *w, size_t cap, al_error *err)
 static al_status aw_stop(aw_t *a, al_error *err)
 {
     if (a->started) {
-        pthread_mutex_lock(&a->mu);
-        a->stop = true;
-        pthread_cond_broadcast(&a->cv);
-        pthread_mutex_unlock(&a->mu);
-        pthread_join(a->th, NULL);
+        join_worker(&a->mu, &a->cv, &a->stop, a->th);
         a->started = false;
     }
     al_free(a->buf[0]);
@@ -1186,11 +1192,7 @@ static void pf_at(pf_t *p, size_t i)
 static void pf_stop(pf_t *p)
 {
     if (p->started) {
-        pthread_mutex_lock(&p->mu);
-        p->stop = true;
-        pthread_cond_broadcast(&p->cv);
-        pthread_mutex_unlock(&p->mu);
-        pthread_join(p->th, NULL);
+        join_worker(&p->mu, &p->cv, &p->stop, p->th);
         pthread_mutex_destroy(&p->mu);
         pthread_cond_destroy(&p->cv);
         p->started = false;
