@@ -81,6 +81,11 @@ static void put(const char *s) { ssize_t r = write(2, s, strlen(s)); (void)r; }
 static void on_fatal(int sig, siginfo_t *si, void *uc)
 {
     (void)uc;
+    /* Several threads can fault on the same truncated input at once: the first one
+     * cleans up and exits, the others wait for that. */
+    static int busy;
+    if (__atomic_exchange_n(&busy, 1, __ATOMIC_SEQ_CST))
+        for (;;) pause();
     al_emergency_cleanup();
     if (sig == SIGBUS) {
         const char *f = si ? al_emergency_mapping_path(si->si_addr) : NULL;
@@ -99,7 +104,7 @@ static void install_handlers(void)
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_fatal;
-    sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
+    sa.sa_flags = SA_SIGINFO;          /* not SA_RESETHAND: a second faulting thread must reach the guard */
     sigemptyset(&sa.sa_mask);
     sigaction(SIGBUS, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);

@@ -494,8 +494,9 @@ void al_ckpt_prefetch(al_ckpt *c, size_t i)
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     uintptr_t a = (uintptr_t)v.data & ~(page - 1), e = (uintptr_t)v.data + t->info.nbytes;
     if (e <= a || madvise((void *)a, e - a, MADV_POPULATE_READ) == 0) return;
-    /* before Linux 5.14: touch every page (a truncated file raises SIGBUS here as it
-     * would in the computing threads) */
+    /* EFAULT/EIO (a file truncated under us, a failing disk): leave it to the reads,
+     * which report it. Only before Linux 5.14 (EINVAL) touch every page instead. */
+    if (errno != EINVAL) return;
     unsigned char sum = 0;
     for (uintptr_t p = a; p < e; p += page) sum ^= *(const volatile unsigned char *)p;
     (void)sum;

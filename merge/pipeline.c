@@ -1201,6 +1201,56 @@ static void pf_stop(pf_t *p)
     p->end = NULL;
 }
 
+/* LiNeS alpha: auto measuring: acc[0] += |sum_m (x_m - b)|, acc[1] += |out - b| over a
+ * tensor, as chunk-invariant block sums (kernels_internal.h), so in parallel and the
+ * same for any thread count or chunking. Inputs are typed views of the chunk (F32
+ * pointers of the F32 path, or the mapping), converted tile by tile. */
+#define MEASURE_TILE 64
+typedef struct {
+    al_merge_src x[AL_MERGE_MAX_MODELS];
+    al_merge_src b;
+    int n;
+    const float *out;
+} measure_ctx;
+
+static void measure_fn(void *vc, double *acc, int64_t i0, int64_t i1)
+{
+    const measure_ctx *c = vc;
+    float x[AL_MERGE_MAX_MODELS][MEASURE_TILE], b[MEASURE_TILE];
+    double s0 = acc[0], s1 = acc[1];
+    for (int64_t a = i0; a < i1; a += MEASURE_TILE) {
+        int64_t L = i1 - a < MEASURE_TILE ? i1 - a : MEASURE_TILE;
+        al_src_load(b, &c->b, a, L);
+        for (int m = 0; m < c->n; m++) al_src_load(x[m], &c->x[m], a, L);
+        for (int64_t e = 0; e < L; e++) {
+            double sum = 0.0;
+            for (int m = 0; m < c->n; m++) sum += (double)x[m][e] - (double)b[e];
+            s0 += fabs(sum);
+            s1 += fabs((double)c->out[a + e] - (double)b[e]);
+        }
+    }
+    acc[0] = s0;
+    acc[1] = s1;
+}
+
+/* One chunk [off, off+len) of the tensor into bs; x/b point at the chunk's start. */
+static void lines_measure(al_bsum *bs, const al_merge_src *x, const al_merge_src *b, int n, const float *out,
+                          int64_t off, int64_t len)
+{
+    measure_ctx c;
+    for (int m = 0; m < n; m++) c.x[m] = x[m];
+    c.b = *b;
+    c.n = n;
+    c.out = out;
+    al_bsum_add(bs, off, len, measure_fn, &c);
+}
+
+/* The typed source at element off of s. */
+static al_merge_src src_at(const al_merge_src *s, int64_t off)
+{
+    return (al_merge_src){ (const char *)s->data + (size_t)off * (al_dtype_bits(s->dtype) / 8), s->dtype };
+}
+
 /* acc (nullable): measure instead of write: acc[0] += sum |sum_t tau_t|, acc[1] +=
  * sum |merged tau| (LiNeS alpha: auto). */
 static al_status run_tensor(al_merge_job *j, jb_tensor *jt, aw_t *aw, float *obuf, double *acc, al_error *err)
@@ -1244,6 +1294,9 @@ static al_status run_tensor(al_merge_job *j, jb_tensor *jt, aw_t *aw, float *obu
     al_merge_plan plan = {0};
     jb_in ins[AL_MERGE_MAX_MODELS + 1];
     memset(ins, 0, sizeof ins);
+    al_bsum msum;                  /* LiNeS measuring (acc) */
+    memset(&msum, 0, sizeof msum);
+    if (acc && (s = al_bsum_init(&msum, 2, err)) != AL_OK) return s;
     const float *ptr[AL_MERGE_MAX_MODELS + 1];
     if ((s = j->method->init(&state, p, numel, jt->n_models, jt->has_base, &plan, err)) != AL_OK) goto done;
     /* chunk rows: a multiple of what the method needs aligned, about CHUNK_ELEMS elements */
@@ -1258,7 +1311,7 @@ static al_status run_tensor(al_merge_job *j, jb_tensor *jt, aw_t *aw, float *obu
     /* Typed path: every input mapped as F32/F16/BF16 with nothing between the file and
      * the method (no merged-vocabulary gather, no compat rounding): the method reads
      * the mappings itself and writes the output dtype into the writer's slot. */
-    bool typed = !acc && plan.typed && j->method->prepare && j->method->apply_typed && !compat && !jt->perm &&
+    bool typed = (!acc || jt->has_base) && plan.typed && j->method->prepare && j->method->apply_typed && !compat && !jt->perm &&
                  (t->dtype == AL_F32 || t->dtype == AL_F16 || t->dtype == AL_BF16);
     al_merge_src srcs[AL_MERGE_MAX_MODELS + 1];
     for (size_t i = 0; typed && i < n_in; i++) {
@@ -1272,6 +1325,13 @@ static al_status run_tensor(al_merge_job *j, jb_tensor *jt, aw_t *aw, float *obu
         if ((s = j->method->prepare(state, tb, srcs, err)) != AL_OK) goto done;
         for (int64_t r = 0; r < rows; r += crows) {
             int64_t k = rows - r < crows ? rows - r : crows;
+            if (acc) {                      /* LiNeS measuring: merged rows in F32, then sums */
+                j->method->apply_typed(state, r * rrow, k * rrow, tb, srcs, obuf, AL_F32);
+                al_merge_src xs[AL_MERGE_MAX_MODELS], bs = src_at(tb, r * rrow);
+                for (int m = 0; m < jt->n_models; m++) xs[m] = src_at(&srcs[m], r * rrow);
+                lines_measure(&msum, xs, &bs, jt->n_models, obuf, r * rrow, k * rrow);
+                continue;
+            }
             void *slot;
             if ((s = aw_acquire(aw, &slot, err)) != AL_OK) goto done;
             j->method->apply_typed(state, r * rrow, k * rrow, tb, srcs, slot, t->dtype);
@@ -1333,12 +1393,9 @@ static al_status run_tensor(al_merge_job *j, jb_tensor *jt, aw_t *aw, float *obu
         size_t ne = (size_t)(k * rrow);
         if (acc) {
             j->method->apply(state, r * rrow, k * rrow, base, ptr, obuf);
-            for (size_t e = 0; e < ne; e++) {
-                double sum = 0.0;
-                for (int m = 0; m < jt->n_models; m++) sum += (double)ptr[m][e] - (double)base[e];
-                acc[0] += fabs(sum);
-                acc[1] += fabs((double)obuf[e] - (double)base[e]);
-            }
+            al_merge_src xs[AL_MERGE_MAX_MODELS], bs = { base, AL_F32 };
+            for (int m = 0; m < jt->n_models; m++) xs[m] = (al_merge_src){ ptr[m], AL_F32 };
+            lines_measure(&msum, xs, &bs, jt->n_models, obuf, r * rrow, k * rrow);
             continue;
         }
         void *slot;
@@ -1352,6 +1409,12 @@ static al_status run_tensor(al_merge_job *j, jb_tensor *jt, aw_t *aw, float *obu
         if ((s = aw_submit(aw, slot, ne * (al_dtype_bits(t->dtype) / 8), err)) != AL_OK) goto done;
     }
 done:
+    if (acc && s == AL_OK) {
+        al_bsum_finish(&msum);
+        acc[0] += msum.total[0];
+        acc[1] += msum.total[1];
+    }
+    al_bsum_free(&msum);
     if (state) al_merge_method_free(j->method, state);
     for (size_t i = 0; i < n_in; i++) al_free(ins[i].pad_mean);
     if (s != AL_OK && s != AL_ERR_IO) al_error_prefix(err, "%s: ", j->r->filename);
