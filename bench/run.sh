@@ -1,5 +1,5 @@
 #!/bin/sh
-# Benchmarks (not tests). Usage: sh bench/run.sh [convert|merge|lines|mpi|forward|edit]
+# Benchmarks (not tests). Usage: sh bench/run.sh [convert|merge|slerp|lines|mpi|forward|edit]
 # (after `make bench-tools`; mpi also needs `make MPI=1`)
 # Data goes to bench/data/ (git-ignored; several GB). Figures are printed; copy them,
 # with this command, into bench/RESULTS.md.
@@ -91,6 +91,38 @@ if [ "$what" = merge ]; then
     drop_caches; rm -rf "$D/out"
     echo "-- alloy merge, 2 threads"
     $PM $ALLOY merge "$D/ties.yaml" -o "$D/out" --threads 2 --quiet
+    rm -rf "$D/out"
+fi
+
+if [ "$what" = slerp ]; then
+    # SLERP of the base and one fine-tune above, t per layer (gradients and filters, as
+    # published recipes write it): the most used method in real recipes
+    [ -f "$D/ties.yaml" ] || { echo "run 'sh bench/run.sh merge' first"; exit 1; }
+    {
+        echo "merge_method: slerp"
+        echo "base_model: $D/base"
+        echo "slices:"
+        echo "  - sources:"
+        echo "      - {model: $D/base, layer_range: [0, 20]}"
+        echo "      - {model: $D/ft1, layer_range: [0, 20]}"
+        echo "parameters:"
+        echo "  t:"
+        echo "    - {filter: self_attn, value: [0, 0.5, 0.3, 0.7, 1]}"
+        echo "    - {filter: mlp, value: [1, 0.5, 0.7, 0.3, 0]}"
+        echo "    - value: 0.5"
+        echo "dtype: bfloat16"
+    } >"$D/slerp.yaml"
+    cat "$D"/base/model.safetensors "$D"/ft1/model.safetensors >/dev/null
+    s0=$(now)
+    cat "$D"/base/model.safetensors "$D"/ft1/model.safetensors >/dev/null
+    s1=$(now)
+    dd if=/dev/zero of="$D/floor.bin" bs=4M count=$(( $(stat -c %s "$D/base/model.safetensors") / 4194304 )) conv=fsync 2>/dev/null
+    s2=$(now)
+    rm -f "$D/floor.bin"
+    echo "floor: read $(secs $s0 $s1) s + write $(secs $s1 $s2) s = $(secs $s0 $s2) s"
+    rm -rf "$D/out"
+    echo "-- alloy merge (slerp), 2 threads, warm"
+    $PM $ALLOY merge "$D/slerp.yaml" -o "$D/out" --threads 2 --quiet
     rm -rf "$D/out"
 fi
 

@@ -66,16 +66,31 @@ static inline void geo_vals(const geo_state *g, const float *b, const float *con
 
 typedef struct { geo_state *g; const float *b; const float *const *x; float *out; } geo_ctx;
 
-static void gram_fn(void *vc, double *acc, int64_t i0, int64_t i1)
+/* Gram entries added element by element, left to right. Inlined with a constant K
+ * (2 and 3: slerp, nuslerp, small merges) the vector loops unroll and the sums stay in
+ * registers: the same additions in the same order as the general K. */
+static inline __attribute__((always_inline)) void
+gram_k(const geo_ctx *c, double *acc, int64_t i0, int64_t i1, const int K)
 {
-    geo_ctx *c = vc;
-    const int K = c->g->K;
-    double v[MAXV];
+    double v[MAXV], s[MAXV * (MAXV + 1) / 2];
+    const int nq = K * (K + 1) / 2;
+    for (int q = 0; q < nq; q++) s[q] = acc[q];
     for (int64_t j = i0; j < i1; j++) {
         geo_vals(c->g, c->b, c->x, j, v);
         int q = 0;
         for (int a = 0; a < K; a++)
-            for (int b2 = a; b2 < K; b2++) acc[q++] += v[a] * v[b2];
+            for (int b2 = a; b2 < K; b2++) s[q++] += v[a] * v[b2];
+    }
+    for (int q = 0; q < nq; q++) acc[q] = s[q];
+}
+
+static void gram_fn(void *vc, double *acc, int64_t i0, int64_t i1)
+{
+    geo_ctx *c = vc;
+    switch (c->g->K) {
+    case 2: gram_k(c, acc, i0, i1, 2); break;
+    case 3: gram_k(c, acc, i0, i1, 3); break;
+    default: gram_k(c, acc, i0, i1, c->g->K); break;
     }
 }
 
@@ -300,6 +315,7 @@ static al_status geo_init(geo_kind kind, void **out, const al_merge_params *p, i
         break;
     }
     if (g->passthru) plan->n_passes = 0;
+    plan->typed = g->layout == LAY_FLAT;
     if (plan->n_passes && g->layout == LAY_FLAT)
         if ((s = al_bsum_init(&g->gram, g->K * (g->K + 1) / 2, err)) != AL_OK) goto fail;
     *out = g;
@@ -364,16 +380,29 @@ static al_status geo_finish(void *vs, int pass, al_error *err)
     return AL_OK;
 }
 
+/* out = cb*B + sum_k a_k v_k per element; constant K as in gram_k. */
+static inline __attribute__((always_inline)) void
+flat_k(const geo_ctx *c, int64_t i0, int64_t i1, const int K)
+{
+    const geo_state *g = c->g;
+    double v[MAXV], a[MAXV];
+    for (int k = 0; k < K; k++) a[k] = g->a[k];
+    const double cb = g->cb;
+    for (int64_t j = i0; j < i1; j++) {
+        geo_vals(g, c->b, c->x, j, v);
+        double o = cb != 0.0 ? cb * (double)c->b[j] : 0.0;
+        for (int k = 0; k < K; k++) o += a[k] * v[k];
+        c->out[j] = (float)o;
+    }
+}
+
 static void flat_fn(void *vc, int64_t i0, int64_t i1)
 {
     geo_ctx *c = vc;
-    const geo_state *g = c->g;
-    double v[MAXV];
-    for (int64_t j = i0; j < i1; j++) {
-        geo_vals(g, c->b, c->x, j, v);
-        double o = g->cb != 0.0 ? g->cb * (double)c->b[j] : 0.0;
-        for (int k = 0; k < g->K; k++) o += g->a[k] * v[k];
-        c->out[j] = (float)o;
+    switch (c->g->K) {
+    case 2: flat_k(c, i0, i1, 2); break;
+    case 3: flat_k(c, i0, i1, 3); break;
+    default: flat_k(c, i0, i1, c->g->K); break;
     }
 }
 
@@ -436,12 +465,84 @@ static void geo_apply(void *vs, int64_t off, int64_t len,
     else al_par_ranges(len / g->row_len, 1, rows_fn, &c);
 }
 
+/* ---- typed path (flat layout): inputs read in place, tile by tile ----------------
+ * The same per-element arithmetic as above, on tiles of GT elements converted to F32
+ * in the thread's stack; the Gram's block sums see the same values in the same order. */
+#define GT 64
+
+typedef struct {
+    geo_state *g;
+    const al_merge_src *b, *x;
+    int64_t off;
+    void *out;
+    al_dtype odt;
+} geo_tctx;
+
+/* Elements [a, a+L) of the base (if any) and of every model into buf; pointers out. */
+static void geo_load(const geo_tctx *c, int64_t a, int64_t L, float *buf, const float **bp, const float **xp)
+{
+    *bp = NULL;
+    if (c->b) { al_src_load(buf, c->b, a, L); *bp = buf; }
+    for (int i = 0; i < c->g->n; i++) {
+        xp[i] = buf + (size_t)(i + 1) * GT;
+        al_src_load(buf + (size_t)(i + 1) * GT, &c->x[i], a, L);
+    }
+}
+
+static void gram_typed(void *vc, double *acc, int64_t i0, int64_t i1)
+{
+    const geo_tctx *c = vc;
+    float buf[(MAXV + 1) * GT];
+    const float *bp, *xp[MAXV];
+    for (int64_t a = i0; a < i1; a += GT) {
+        int64_t L = i1 - a < GT ? i1 - a : GT;
+        geo_load(c, a, L, buf, &bp, xp);
+        geo_ctx t = { c->g, bp, xp, NULL };
+        gram_fn(&t, acc, 0, L);
+    }
+}
+
+static al_status geo_prepare(void *vs, const al_merge_src *base, const al_merge_src *models, al_error *err)
+{
+    geo_state *g = vs;
+    if (g->passthru) return AL_OK;
+    geo_tctx c = { g, base, models, 0, NULL, AL_F32 };
+    al_bsum_add(&g->gram, 0, g->numel, gram_typed, &c);
+    return geo_finish(g, 0, err);
+}
+
+static void apply_typed_fn(void *vc, int64_t i0, int64_t i1)
+{
+    const geo_tctx *c = vc;
+    const geo_state *g = c->g;
+    float buf[(MAXV + 1) * GT], o[GT];
+    const float *bp, *xp[MAXV];
+    for (int64_t a = i0; a < i1; a += GT) {
+        int64_t L = i1 - a < GT ? i1 - a : GT;
+        geo_load(c, c->off + a, L, buf, &bp, xp);
+        if (g->passthru) {
+            al_dst_store(c->out, c->odt, a, g->n ? xp[0] : bp, L);
+            continue;
+        }
+        geo_ctx t = { c->g, bp, xp, o };
+        flat_fn(&t, 0, L);
+        al_dst_store(c->out, c->odt, a, o, L);
+    }
+}
+
+static void geo_apply_typed(void *vs, int64_t off, int64_t len, const al_merge_src *base,
+                            const al_merge_src *models, void *out, al_dtype out_dtype)
+{
+    geo_tctx c = { vs, base, models, off, out, out_dtype };
+    al_par_ranges(len, AL_MERGE_BLOCK, apply_typed_fn, &c);
+}
+
 #define GEO_METHOD(ident, KIND)                                                          \
     static al_status init_##ident(void **s, const al_merge_params *p, int64_t numel,     \
                                   int n, bool hb, al_merge_plan *pl, al_error *e)       \
     { return geo_init(KIND, s, p, numel, n, hb, pl, e); }                                \
     const al_merge_method al_m_##ident = { #ident, 1, init_##ident, geo_stat, geo_finish,      \
-                                     geo_apply, geo_free };
+                                     geo_apply, geo_free, geo_prepare, geo_apply_typed };
 
 GEO_METHOD(slerp, G_SLERP)
 GEO_METHOD(nuslerp, G_NUSLERP)

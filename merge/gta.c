@@ -832,12 +832,7 @@ static void typed_apply_fn(void *vc, int64_t i0, int64_t i1)
             continue;
         }
         combine_tile(g, t.dm, TT, L, t.bf, t.of);
-        if (c->odt == AL_BF16) {
-            uint16_t *o = (uint16_t *)c->out + a;
-            for (int64_t j = 0; j < L; j++) o[j] = al_f32_to_bf16(t.of[j]);
-        } else {
-            al_convert((uint16_t *)c->out + a, c->odt, t.of, AL_F32, (size_t)L);
-        }
+        al_dst_store(c->out, c->odt, a, t.of, L);
     }
 }
 

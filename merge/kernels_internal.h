@@ -103,6 +103,19 @@ static inline void al_src_load(float *dst, const al_merge_src *s, int64_t off, i
     }
 }
 
+/* Store n F32 values as elements [at, at+n) of out, an F32/F16/BF16 array (RNE). */
+static inline void al_dst_store(void *out, al_dtype dt, int64_t at, const float *src, int64_t n)
+{
+    if (dt == AL_F32) {
+        memcpy((float *)out + at, src, (size_t)n * sizeof *src);
+    } else if (dt == AL_BF16) {
+        uint16_t *o = (uint16_t *)out + at;
+        for (int64_t j = 0; j < n; j++) o[j] = al_f32_to_bf16(src[j]);
+    } else {
+        al_convert((uint16_t *)out + at, dt, src, AL_F32, (size_t)n);
+    }
+}
+
 /* Key stream |X - B| (F32 delta, al_abs_key) over typed inputs, for al_rsel/al_topk. */
 typedef struct { const al_merge_src *x, *b; } al_dkey_ctx;
 void al_dkeys(void *ctx, uint32_t *keys, int64_t i0, int64_t i1);

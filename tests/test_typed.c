@@ -5,7 +5,8 @@
  *   - the typed whole-tensor GTA path (F32/F16/BF16 inputs read in place, output
  *     written in its dtype) against the F32 path on converted inputs: the same bytes,
  *     for ties, dare_ties, dare_linear, task_arithmetic and breadcrumbs without its
- *     upper cut, with L1 rescaling, at 1 and 2 threads. */
+ *     upper cut, with L1 rescaling, and for slerp, nuslerp, multislerp, karcher and
+ *     model_stock, at 1 and 2 threads. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -141,6 +142,10 @@ typedef struct {
     int rescale;         /* -1 default */
     double gamma;        /* breadcrumbs */
     bool unsupported;    /* the typed path must refuse this configuration */
+    double t;            /* slerp/nuslerp; 0: not set */
+    int models;          /* the number of models the method needs; 0: 1 to 3 */
+    bool no_base;        /* run without a base */
+    bool filter_wise;    /* model_stock per row */
 } gcase;
 
 static void check_typed(const gcase *gc, int n_models, int64_t numel, const al_dtype *in_dt,
@@ -180,6 +185,8 @@ static void check_typed(const gcase *gc, int n_models, int64_t numel, const al_d
     if (gc->density >= 0) p.density = d;
     if (gc->gamma >= 0) p.gamma = g;
     p.rescale = gc->rescale;
+    if (gc->t != 0.0) p.t = gc->t;
+    p.filter_wise = gc->filter_wise;
     p.seed = 7;
     p.tensor_hash = 0xabcdef;
     p.ndim = 2;
@@ -192,10 +199,11 @@ static void check_typed(const gcase *gc, int n_models, int64_t numel, const al_d
     assert_true(ref && want && got);
     al_error e = { 0 };
     const float *xcp[4] = { xc[0], xc[1], xc[2], xc[3] };
-    if (al_merge_tensor_f32(mt, &p, bc, xcp, n_models, numel, ref, 0, &e) != AL_OK)
+    const float *bf32 = gc->no_base ? NULL : bc;
+    if (al_merge_tensor_f32(mt, &p, bf32, xcp, n_models, numel, ref, 0, &e) != AL_OK)
         fail_msg("%s f32 path: %s", gc->method, e.msg);
     assert_true(al_convert(want, out_dt, ref, AL_F32, (size_t)numel));
-    al_status s = al_merge_tensor_typed(mt, &p, &sb, sx, n_models, numel, got, out_dt, chunk, &e);
+    al_status s = al_merge_tensor_typed(mt, &p, gc->no_base ? NULL : &sb, sx, n_models, numel, got, out_dt, chunk, &e);
     if (gc->unsupported) {
         assert_int_equal(s, AL_ERR_UNSUPPORTED);
     } else {
@@ -223,6 +231,14 @@ static const gcase k_cases[] = {
     { "breadcrumbs_ties", 0.4, -1, 0.0, false }, /* gamma 0: one cut only */
     { "breadcrumbs", 0.4, -1, 0.05, true },   /* two cuts: the F32 path only */
     { "della", 0.4, -1, -1, true },
+    /* the geometric methods (flat layout) */
+    { "slerp", -1, -1, -1, false, 0.3, 1, false, false },
+    { "slerp", -1, -1, -1, false, 1.0, 1, false, false },
+    { "nuslerp", -1, -1, -1, false, 0.6, 2, false, false },
+    { "multislerp", -1, -1, -1, false, 0, 3, true, false },
+    { "karcher", -1, -1, -1, false, 0, 3, true, false },
+    { "model_stock", -1, -1, -1, false, 0, 3, false, false },
+    { "model_stock", -1, -1, -1, true, 0, 3, false, true },   /* per row: the F32 path */
 };
 
 static void test_typed_gta(void **state)
@@ -238,7 +254,7 @@ static void test_typed_gta(void **state)
         tu_set_threads(t);
         for (size_t c = 0; c < sizeof k_cases / sizeof *k_cases; c++)
             for (int v = 0; v < 3; v++) {
-                int nm = 1 + (int)((c + (size_t)v) % 3);
+                int nm = k_cases[c].models ? k_cases[c].models : 1 + (int)((c + (size_t)v) % 3);
                 int64_t numel = v == 0 ? 300000 : v == 1 ? 4099 : 70001;
                 al_dtype in_dt[5];
                 memcpy(in_dt, ins[v], sizeof in_dt);
