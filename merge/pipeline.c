@@ -139,6 +139,28 @@ static al_status warn(const al_merge_job *j, al_error *err, const char *fmt, ...
     return AL_OK;
 }
 
+/* The document's body: models: or slices:, or those of its first module. mergekit
+ * gives every single-module architecture (all text-only models) one module named
+ * `default`, so `modules: {default: ...}` is the same merge with the module's
+ * parameters as one more precedence level (recipes.md 1.4); build_slices refuses
+ * other modules. */
+typedef struct {
+    const al_input_model *models;
+    size_t n_models;
+    bool has_models;
+    const al_slice *slices;
+    size_t n_slices;
+    const al_params *mparams;
+} doc_body;
+
+static doc_body body_of(const al_recipe_doc *d)
+{
+    if (!d->has_modules || !d->n_modules)
+        return (doc_body){ d->models, d->n_models, d->has_models, d->slices, d->n_slices, NULL };
+    const al_module *m = &d->modules[0];
+    return (doc_body){ m->models, m->n_models, m->has_models, m->slices, m->n_slices, &m->params };
+}
+
 /* ---- models ------------------------------------------------------------------ */
 
 typedef struct { const al_merge_opts *o; const al_recipe *r; } lookup_ud;
@@ -156,14 +178,9 @@ static al_status lookup_output(void *ud, int doc_index, const char *name, char *
         snprintf(*path_out, n, "%s/%s", dir, name);
         return AL_OK;
     }
-    const al_recipe_doc *d = &u->r->docs[doc_index];
-    const al_model_ref *first = d->n_models ? &d->models[0].model
-                              : d->n_slices && d->slices[0].n_sources ? &d->slices[0].sources[0].model : NULL;
-    if (!first && d->n_modules) {
-        const al_module *m = &d->modules[0];
-        first = m->n_models ? &m->models[0].model
-              : m->n_slices && m->slices[0].n_sources ? &m->slices[0].sources[0].model : NULL;
-    }
+    const doc_body b = body_of(&u->r->docs[doc_index]);
+    const al_model_ref *first = b.n_models ? &b.models[0].model
+                              : b.n_slices && b.slices[0].n_sources ? &b.slices[0].sources[0].model : NULL;
     if (!first) return al_errorf(err, AL_ERR_RECIPE, "intermediate '%s' has no inputs", name);
     al_resolve_opts ro = {u->o->models_dir, lookup_output, ud};
     return al_model_resolve_ex(first, &ro, path_out, err);
@@ -215,42 +232,18 @@ static al_status add_model(al_merge_job *j, const al_model_ref *ref, int *idx, a
 
 /* ---- normalization into slices (recipes.md §1.3) ------------------------------ */
 
-/* The document's body: models: or slices:, or those of its one module. mergekit
- * gives every single-module architecture (all text-only models) one module named
- * `default`, so `modules: {default: ...}` is the same merge with the module's
- * parameters as one more precedence level (recipes.md 1.4). */
-typedef struct {
-    const al_input_model *models;
-    size_t n_models;
-    bool has_models;
-    const al_slice *slices;
-    size_t n_slices;
-    const al_params *mparams;
-} doc_body;
-
-static al_status doc_body_of(const al_merge_job *j, doc_body *b, al_error *err)
-{
-    const al_recipe_doc *d = j->d;
-    *b = (doc_body){ d->models, d->n_models, d->has_models, d->slices, d->n_slices, NULL };
-    if (!d->has_modules) return AL_OK;
-    if (d->n_modules != 1 || strcmp(d->modules[0].name, "default") != 0) {
-        const al_module *m = &d->modules[d->n_modules > 1 ? 1 : 0];
-        return al_errorf(err, AL_ERR_UNSUPPORTED, "%s:%d:%d: module '%s': `modules:` recipes for multi-module "
-                         "architectures (vision towers, encoder-decoders) are not supported yet; a text-only "
-                         "model has one module, `default`", j->r->filename, m->pos.line, m->pos.col, m->name);
-    }
-    const al_module *m = &d->modules[0];
-    *b = (doc_body){ m->models, m->n_models, m->has_models, m->slices, m->n_slices, &m->params };
-    return AL_OK;
-}
-
 static al_status build_slices(al_merge_job *j, al_error *err)
 {
     const al_recipe_doc *d = j->d;
     al_status s;
     int base = -1;
-    doc_body b;
-    if ((s = doc_body_of(j, &b, err)) != AL_OK) return s;
+    if (d->has_modules && (d->n_modules != 1 || strcmp(d->modules[0].name, "default") != 0)) {
+        const al_module *m = &d->modules[d->n_modules > 1 ? 1 : 0];
+        return al_errorf(err, AL_ERR_UNSUPPORTED, "%s:%d:%d: module '%s': `modules:` recipes for multi-module "
+                         "architectures (vision towers, encoder-decoders) are not supported yet; a text-only "
+                         "model has one module, `default`", j->r->filename, m->pos.line, m->pos.col, m->name);
+    }
+    const doc_body b = body_of(d);
     if (d->base_model && (s = add_model(j, d->base_model, &base, err)) != AL_OK) return s;
     if (b.has_models) {
         j->slices = al_calloc(1, sizeof *j->slices);
@@ -1207,8 +1200,7 @@ static void pf_stop(pf_t *p)
  * pointers of the F32 path, or the mapping), converted tile by tile. */
 #define MEASURE_TILE 64
 typedef struct {
-    al_merge_src x[AL_MERGE_MAX_MODELS];
-    al_merge_src b;
+    const al_merge_src *x, *b;
     int n;
     const float *out;
 } measure_ctx;
@@ -1220,7 +1212,7 @@ static void measure_fn(void *vc, double *acc, int64_t i0, int64_t i1)
     double s0 = acc[0], s1 = acc[1];
     for (int64_t a = i0; a < i1; a += MEASURE_TILE) {
         int64_t L = i1 - a < MEASURE_TILE ? i1 - a : MEASURE_TILE;
-        al_src_load(b, &c->b, a, L);
+        al_src_load(b, c->b, a, L);
         for (int m = 0; m < c->n; m++) al_src_load(x[m], &c->x[m], a, L);
         for (int64_t e = 0; e < L; e++) {
             double sum = 0.0;
@@ -1237,11 +1229,7 @@ static void measure_fn(void *vc, double *acc, int64_t i0, int64_t i1)
 static void lines_measure(al_bsum *bs, const al_merge_src *x, const al_merge_src *b, int n, const float *out,
                           int64_t off, int64_t len)
 {
-    measure_ctx c;
-    for (int m = 0; m < n; m++) c.x[m] = x[m];
-    c.b = *b;
-    c.n = n;
-    c.out = out;
+    measure_ctx c = { x, b, n, out };
     al_bsum_add(bs, off, len, measure_fn, &c);
 }
 

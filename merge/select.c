@@ -11,7 +11,6 @@
  * all the pass keeps. Keys are sampled in runs of 16 neighbours (one cache miss per
  * run), which are not independent where neighbours are alike: the bracket is then
  * wider than it should be and misses more often, which costs time, never exactness. */
-#include <limits.h>
 #include <string.h>
 
 #include "../core/alloc.h"
